@@ -1,0 +1,124 @@
+"""`exifguard inspect` and `exifguard scrub` as a person uses them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from exifguard.cli import main
+from support import canary
+
+MARKER = "CANARY-cli-7f3a"
+
+
+def _photo(orientation: int = 6) -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = MARKER + "-make"
+    exif[0x0112] = orientation
+    exif[0x8825] = {1: "N", 2: (52.0, 31.0, 12.0), 3: "E", 4: (13.0, 24.0, 36.0)}
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 16), (200, 40, 40)).save(buf, "JPEG", exif=exif.tobytes(), comment=MARKER.encode())
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def photo(tmp_path: Path) -> Path:
+    p = tmp_path / "IMG_20240102_030405.jpg"
+    p.write_bytes(_photo())
+    return p
+
+
+def test_inspect_lists_names_not_values(photo: Path, capsys) -> None:
+    assert main(["inspect", str(photo)]) == 0
+    out = capsys.readouterr().out
+    assert "GPSLatitude" in out and "location" in out and "Make" in out
+    assert MARKER not in out
+    assert "kept: orientation" in out or "orientation" in out
+
+
+def test_inspect_show_values_escapes_control_chars(tmp_path: Path, capsys) -> None:
+    exif = Image.Exif()
+    exif[0x010F] = "Evil\x1b[31mMake"
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "JPEG", exif=exif.tobytes())
+    p = tmp_path / "x.jpg"
+    p.write_bytes(buf.getvalue())
+    assert main(["inspect", "--show-values", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out
+    assert "Evil\\x1b[31mMake" in out
+
+
+def test_inspect_json(photo: Path, capsys) -> None:
+    assert main(["inspect", "--json", str(photo)]) == 0
+    docs = json.loads(capsys.readouterr().out)
+    assert docs[0]["format"] == "JPEG"
+    assert "location" in docs[0]["categories"]
+    assert MARKER not in json.dumps(docs)
+
+
+def test_scrub_single_file_length_preserving(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "clean.jpg"
+    assert main(["scrub", str(photo), "-o", str(out)]) == 0
+    data = out.read_bytes()
+    assert len(data) == photo.stat().st_size
+    assert canary.find(data, MARKER.encode()) == []
+    assert Image.open(out).getexif().get(0x0112) == 6
+
+
+def test_scrub_compact_is_not_larger(photo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small.jpg"
+    assert main(["scrub", "--compact", str(photo), "-o", str(out)]) == 0
+    assert out.stat().st_size < photo.stat().st_size
+    assert canary.find(out.read_bytes(), MARKER.encode()) == []
+
+
+def test_scrub_several_into_directory_with_one_bad_file(photo: Path, tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is not an image")
+    trunc = tmp_path / "cut.jpg"
+    trunc.write_bytes(_photo()[:40])
+    outdir = tmp_path / "out"
+    rc = main(["scrub", str(photo), str(bad), str(trunc), "-o", str(outdir)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "notes.jpg" in err and "not an image" in err and "nothing written" in err
+    assert "cut.jpg" in err
+    assert sorted(p.name for p in outdir.iterdir()) == [photo.name]  # no partial files
+    assert canary.find((outdir / photo.name).read_bytes(), MARKER.encode()) == []
+
+
+def test_scrub_in_place_keeps_mode(photo: Path) -> None:
+    os.chmod(photo, 0o640)
+    before = photo.stat().st_size
+    assert main(["scrub", "--in-place", str(photo)]) == 0
+    assert photo.stat().st_size == before
+    assert stat.S_IMODE(photo.stat().st_mode) == 0o640
+    assert canary.find(photo.read_bytes(), MARKER.encode()) == []
+    assert not [p for p in photo.parent.iterdir() if p.name.startswith(".exifguard-")]
+
+
+def test_scrub_refuses_output_equal_to_input(photo: Path, capsys) -> None:
+    assert main(["scrub", str(photo), "-o", str(photo)]) == 2
+    assert "--in-place" in capsys.readouterr().err
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path, capsys) -> None:
+    assert main(["inspect", str(tmp_path / "nope.jpg")]) == 1
+    assert "No such file" in capsys.readouterr().err
+
+
+def test_console_script_runs(photo: Path) -> None:
+    exe = Path(sys.executable).with_name("exifguard")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "exifguard.cli"]
+    proc = subprocess.run([*cmd, "inspect", str(photo)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "GPS" in proc.stdout
