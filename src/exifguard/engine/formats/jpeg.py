@@ -1,0 +1,439 @@
+"""JPEG walker: keep the marker segments a decoder needs, neutralise everything else.
+
+The file is walked marker by marker from SOI to the first EOI, including the
+segments between progressive scans.  After every SOS the entropy-coded data is
+skipped (never decoded) up to the next real marker: `FF00` (byte stuffing),
+`FFD0`-`FFD7` (restart markers) and runs of `FF` fill bytes do not end it.
+
+Kept (metadata-carriers.md §2): SOI, DQT, DHT, DAC, DRI, DNL, SOFn, SOS + scan
+data, RSTn, EOI, APP14 `Adobe` (its first 12 payload bytes; anything after them is
+zeroed), JFIF APP0 (thumbnail pixels zeroed) and, when `keep_icc`, ICC APP2.
+The first Exif APP1 becomes a fresh minimal Exif that holds only Orientation
+(§3).  Everything else - other APPn, COM, JPEG extension markers, and every byte
+after the first EOI - is neutralised:
+
+* `preserve_length` (default): the segment keeps its 2-byte length, its marker
+  becomes APP15 (`FFEF`, read by no decoder) and its payload is zeroed; the bytes
+  after EOI are zero-filled.  Every offset stays valid.
+* otherwise the segment (and the trailer) is dropped.
+
+Failure policy (fail closed, the caller gets a ScrubError and nothing else):
+
+* a segment that runs past the end of the data, a missing end-of-image marker in
+  the header, a second SOI, reserved marker codes (`FF01`-`FFBF`) and non-marker
+  bytes where a marker must start are all rejected: libjpeg would skip such
+  "extraneous bytes", so they could hide anything and we do not guess.
+* one exception is accepted on purpose: scan data that simply runs to the end of
+  the buffer without an EOI.  Truncated downloads look like that, the scan bytes
+  are copied verbatim in every JPEG anyway, and any marker-like structure hidden
+  in such a tail is parsed (and neutralised or rejected) like any other segment.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+
+from ..errors import ScrubError
+from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation
+from ..report import Findings, ScrubOptions
+from ..xmp import xmp_orientation, xmp_property_names
+
+# Structure markers kept verbatim (SOFn without C4 DHT / C8 JPG / CC DAC, which are
+# listed on their own).
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_KEEP = _SOF | {0xC4, 0xCC, 0xDB, 0xDD}
+_DNL = 0xDC
+_SOS = 0xDA
+_EOI = 0xD9
+_SOI = 0xD8
+_APP0, _APP1, _APP2, _APP11, _APP13, _APP14, _APP15 = 0xE0, 0xE1, 0xE2, 0xEB, 0xED, 0xEE, 0xEF
+_COM = 0xFE
+
+EXIF_ID = b"Exif\0\0"
+XMP_ID = b"http://ns.adobe.com/xap/1.0/\0"
+EXT_XMP_ID = b"http://ns.adobe.com/xmp/extension/\0"
+ICC_ID = b"ICC_PROFILE\0"
+JFIF_ID = b"JFIF\0"
+ADOBE_ID = b"Adobe"
+ADOBE_LEN = 12  # "Adobe" + version(2) + flags0(2) + flags1(2) + transform(1)
+JFIF_FIXED = 14  # "JFIF\0" + version(2) + units(1) + density(4) + thumb w/h(2)
+
+# A real marker inside entropy-coded data: FF followed by anything but 00 (stuffing),
+# D0-D7 (restart) or FF (fill; the last FF of a run is the one that matches).
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+# The smallest segment that can hold a minimal Exif with Orientation:
+# marker(2) + length(2) + "Exif\0\0"(6) + TIFF(26).
+MIN_EXIF_SEGMENT = 4 + len(EXIF_ID) + len(minimal_tiff(1))
+
+
+def _err(msg: str) -> ScrubError:
+    return ScrubError(f"JPEG {msg}", format="JPEG")
+
+
+@dataclass(slots=True)
+class _Seg:
+    marker: int
+    start: int  # offset of the FF of the marker
+    end: int  # one past the last payload byte (start + 2 for standalone markers)
+
+    @property
+    def payload(self) -> tuple[int, int]:
+        return self.start + 4, self.end
+
+
+@dataclass(slots=True)
+class _Walk:
+    items: list[tuple[str, int, int, int]]
+    """("seg", marker, start, end) or ("scan", 0, start, end) in file order."""
+    eoi_end: int | None
+    """One past the EOI marker, or None when scan data ran to the end of the buffer."""
+
+
+def _walk(data: bytes, options: ScrubOptions) -> _Walk:
+    n = len(data)
+    if n < 4 or data[0] != 0xFF or data[1] != _SOI:
+        raise _err("does not start with a start-of-image marker")
+    items: list[tuple[str, int, int, int]] = [("seg", _SOI, 0, 2)]
+    pos = 2
+    count = 0
+    while True:
+        if pos >= n:
+            raise _err("is truncated: no end-of-image marker")
+        if data[pos] != 0xFF:
+            raise _err(f"is corrupt: unexpected byte at offset {pos} where a marker should start")
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes before a marker
+            pos += 1
+        if pos + 1 >= n:
+            raise _err("is truncated: no end-of-image marker")
+        marker = data[pos + 1]
+        count += 1
+        if count > options.max_structures:
+            raise _err(f"has more than {options.max_structures} marker segments; refusing to walk it")
+        if marker == _EOI:
+            items.append(("seg", _EOI, pos, pos + 2))
+            return _Walk(items, pos + 2)
+        if 0xD0 <= marker <= 0xD7:  # stray restart marker: standalone, harmless
+            items.append(("seg", marker, pos, pos + 2))
+            pos += 2
+            continue
+        if marker == _SOI:
+            raise _err(f"is corrupt: a second start-of-image marker at offset {pos}")
+        if marker < 0xC0:
+            raise _err(f"is corrupt: reserved marker 0xFF{marker:02X} at offset {pos}")
+        if pos + 4 > n:
+            raise _err("is truncated inside a segment header")
+        length = struct.unpack_from(">H", data, pos + 2)[0]
+        if length < 2:
+            raise _err(f"is corrupt: segment 0xFF{marker:02X} at offset {pos} has length {length}")
+        end = pos + 2 + length
+        if end > n:
+            raise _err(f"is truncated: segment 0xFF{marker:02X} at offset {pos} declares "
+                       f"{length} bytes but only {n - pos - 2} remain")
+        items.append(("seg", marker, pos, end))
+        pos = end
+        if marker == _SOS:
+            m = _NEXT_MARKER.search(data, pos)
+            if m is None:  # scan data runs to the end: truncated download (accepted)
+                items.append(("scan", 0, pos, n))
+                return _Walk(items, None)
+            items.append(("scan", 0, pos, m.start()))
+            pos = m.start()
+
+
+def _ident(payload: bytes) -> str:
+    """A short printable name for an APPn segment (its NUL-terminated identifier)."""
+    head = payload[:24].split(b"\0", 1)[0]
+    text = "".join(chr(b) for b in head if 0x20 < b < 0x7F)[:16]
+    return text or "data"
+
+
+# -- IPTC/Photoshop names for the report ------------------------------------------------
+
+_IRB_NAMES = {0x0404: "IPTC-NAA", 0x040C: "PhotoshopThumbnail", 0x0409: "PhotoshopThumbnail",
+              0x0422: "EXIFInfo", 0x0424: "XMP", 0x040F: "ICC_Profile", 0x0425: "IPTCDigest",
+              0x041C: "IPTCDigest", 0x03ED: "ResolutionInfo", 0x0421: "VersionInfo"}
+_IPTC_NAMES = {5: "ObjectName", 25: "Keywords", 40: "SpecialInstructions", 55: "DateCreated",
+               60: "TimeCreated", 62: "DigitalCreationDate", 63: "DigitalCreationTime",
+               65: "OriginatingProgram", 80: "By-line", 85: "By-lineTitle", 90: "City",
+               92: "Sub-location", 95: "Province-State", 100: "Country-PrimaryLocationCode",
+               101: "Country-PrimaryLocationName", 103: "OriginalTransmissionReference",
+               105: "Headline", 110: "Credit", 115: "Source", 116: "CopyrightNotice",
+               118: "Contact", 120: "Caption-Abstract", 122: "Writer-Editor"}
+
+
+def _iptc_names(block: bytes, out: list[str]) -> None:
+    i, n = 0, len(block)
+    while i + 5 <= n and block[i] == 0x1C and len(out) < 256:
+        rec, ds = block[i + 1], block[i + 2]
+        size = struct.unpack_from(">H", block, i + 3)[0]
+        i += 5
+        if size & 0x8000:  # extended dataset: size in the next (size & 0x7FFF) bytes
+            k = size & 0x7FFF
+            if k > 4 or i + k > n:
+                return
+            size = int.from_bytes(block[i:i + k], "big")
+            i += k
+        if rec == 2 and ds in _IPTC_NAMES:
+            out.append(_IPTC_NAMES[ds])
+        i += size
+
+
+def _irb_names(payload: bytes) -> list[str]:
+    """Resource and IPTC dataset names inside a `Photoshop 3.0` APP13 (bounded, lenient)."""
+    names: list[str] = []
+    i = payload.find(b"8BIM")
+    n = len(payload)
+    steps = 0
+    while 0 <= i and i + 12 <= n and payload[i:i + 4] == b"8BIM" and steps < 1024:
+        steps += 1
+        rid = struct.unpack_from(">H", payload, i + 4)[0]
+        nlen = payload[i + 6]
+        j = i + 6 + nlen + 1 + ((nlen + 1) & 1)  # Pascal name padded to an even size
+        if j + 4 > n:
+            break
+        size = struct.unpack_from(">I", payload, j)[0]
+        data_at = j + 4
+        if rid in _IRB_NAMES:
+            names.append(_IRB_NAMES[rid])
+        if rid == 0x0404:
+            _iptc_names(payload[data_at:data_at + size], names)
+        i = data_at + size + (size & 1)
+    return names
+
+
+# -- Exif helpers -----------------------------------------------------------------------
+
+def _thumb_span(tiff: bytes) -> tuple[int, int] | None:
+    """(offset, length) of the IFD1 JPEG thumbnail inside a TIFF block, if declared."""
+    if len(tiff) < 8 or tiff[:4] not in (b"II*\0", b"MM\0*"):
+        return None
+    bo = "<" if tiff[:2] == b"II" else ">"
+    try:
+        off = struct.unpack_from(bo + "I", tiff, 4)[0]
+        cnt = struct.unpack_from(bo + "H", tiff, off)[0]
+        off = struct.unpack_from(bo + "I", tiff, off + 2 + 12 * min(cnt, 4096))[0]
+        if not off:
+            return None
+        cnt = struct.unpack_from(bo + "H", tiff, off)[0]
+        vals: dict[int, int] = {}
+        for k in range(min(cnt, 4096)):
+            p = off + 2 + 12 * k
+            tag, typ = struct.unpack_from(bo + "HH", tiff, p)
+            if tag in (0x0201, 0x0202):
+                vals[tag] = (struct.unpack_from(bo + "I", tiff, p + 8)[0] if typ == 4
+                             else struct.unpack_from(bo + "H", tiff, p + 8)[0])
+    except struct.error:
+        return None
+    if 0x0201 in vals and 0x0202 in vals:
+        return vals[0x0201], vals[0x0202]
+    return None
+
+
+def _is_minimal_exif(payload: bytes) -> bool:
+    """True for the Exif we write ourselves (Orientation only, zero padding after)."""
+    if not payload.startswith(EXIF_ID):
+        return False
+    tiff = payload[len(EXIF_ID):]
+    for o in range(2, 9):
+        for be in (True, False):
+            mt = minimal_tiff(o, big_endian=be)
+            if tiff.startswith(mt) and not any(tiff[len(mt):]):
+                return True
+    return False
+
+
+def _exif_app1(orientation: int, span: int, big_endian: bool) -> tuple[bytes, bytes]:
+    """Bytes for a span of `span` bytes: a minimal Exif APP1 plus the padding after it.
+
+    Returns (app1, rest): rest is an APP15 padding segment (>= 4 bytes) or empty, in
+    which case up to 3 spare bytes are zero padding inside the APP1 itself.
+    """
+    body = EXIF_ID + minimal_tiff(orientation, big_endian=big_endian)
+    spare = span - 4 - len(body)
+    if spare < 0:
+        raise ValueError("span too small for a minimal Exif")
+    if spare >= 4:
+        app1 = b"\xff\xe1" + struct.pack(">H", 2 + len(body)) + body
+        rest = b"\xff\xef" + struct.pack(">H", spare - 2) + bytes(spare - 4)
+        return app1, rest
+    return b"\xff\xe1" + struct.pack(">H", 2 + len(body) + spare) + body + bytes(spare), b""
+
+
+# -- the walker -------------------------------------------------------------------------
+
+def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
+    """Rewrite a JPEG so that only rendering structures (and minimal Orientation) remain."""
+    walk = _walk(data, options)
+    segs = [(m, s, e) for kind, m, s, e in walk.items if kind == "seg"]
+
+    # Pass 1: orientation.  Exif Orientation wins; XMP `tiff:Orientation` counts only
+    # when the (first) Exif has no Orientation tag at all (as in Pillow's getexif()).
+    first_exif: tuple[int, int] | None = None
+    first_xmp: tuple[int, int] | None = None
+    exif_orient: int | None = None
+    big_endian = True
+    for m, s, e in segs:
+        if m != _APP1:
+            continue
+        pl = data[s + 4:e]
+        if first_exif is None and pl.startswith(b"Exif\0"):
+            first_exif = (s, e)
+            t = find_tiff_header(pl)
+            if t >= 0:
+                tiff = pl[t:]
+                exif_orient = read_tiff(tiff).orientation
+                big_endian = tiff[:2] == b"MM"
+        elif first_xmp is None and pl.startswith(XMP_ID):
+            first_xmp = (s, e)
+    orientation: int | None = None
+    target: tuple[int, int] | None = None
+    if options.keep_orientation:
+        if exif_orient is not None:
+            orientation = valid_orientation(exif_orient)
+            target = first_exif
+        elif first_xmp is not None:
+            orientation = valid_orientation(xmp_orientation(data[first_xmp[0] + 4:first_xmp[1]]))
+            target = first_exif if first_exif and first_exif[1] - first_exif[0] >= MIN_EXIF_SEGMENT \
+                else first_xmp
+        if orientation is not None and target is not None \
+                and target[1] - target[0] < MIN_EXIF_SEGMENT:
+            orientation = None
+        if orientation is None:
+            target = None
+
+    # Pass 2: decide each segment; collect the output pieces.
+    out = bytearray(data) if options.preserve_length else None
+    pieces: list[bytes] = []
+    icc_segments = 0
+
+    def neutralise(s: int, e: int) -> None:
+        if out is not None:
+            out[s + 1] = _APP15
+            out[s + 4:e] = bytes(e - s - 4)
+
+    for kind, m, s, e in walk.items:
+        if kind == "scan":
+            pieces.append(data[s:e])
+            continue
+        pl = data[s + 4:e] if e - s >= 4 else b""
+        keep = True
+        carrier: str | None = None
+        tags: list[str] = []
+        values: list[tuple[str, str]] = []
+        if m in _KEEP or m in (_SOI, _EOI, _SOS) or 0xD0 <= m <= 0xD7 or (m == _DNL and e - s == 6):
+            pass
+        elif target is not None and (s, e) == target:
+            app1, rest = _exif_app1(orientation or 1, e - s, big_endian)
+            findings.keep("orientation", str(orientation))
+            if m == _APP1 and pl.startswith(b"Exif\0"):
+                if not _is_minimal_exif(pl):
+                    _report_exif(pl, s, e, options, findings)
+            else:
+                _report_xmp(pl, s, e, options, findings)
+            if out is not None:
+                out[s:e] = app1 + rest
+            pieces.append(app1)
+            continue
+        elif m == _APP0 and pl.startswith(JFIF_ID) and len(pl) >= JFIF_FIXED:
+            tail = pl[JFIF_FIXED:]
+            if any(tail):
+                findings.remove("JFIF thumbnail", s + 4 + JFIF_FIXED, len(tail),
+                                tags=["ThumbnailImage"])
+                if out is not None:
+                    out[s + 4 + JFIF_FIXED:e] = bytes(len(tail))
+                pieces.append(data[s:s + 4 + JFIF_FIXED] + bytes(len(tail)))
+                continue
+        elif m == _APP14 and pl.startswith(ADOBE_ID) and len(pl) >= ADOBE_LEN:
+            findings.keep("Adobe APP14", "colour transform")
+            tail = pl[ADOBE_LEN:]
+            if any(tail):
+                findings.remove("APP14 Adobe extra data", s + 4 + ADOBE_LEN, len(tail))
+                if out is not None:
+                    out[s + 4 + ADOBE_LEN:e] = bytes(len(tail))
+                pieces.append(data[s:s + 4 + ADOBE_LEN] + bytes(len(tail)))
+                continue
+        elif m == _APP2 and pl.startswith(ICC_ID) and options.keep_icc:
+            icc_segments += 1
+        else:
+            keep = False
+            carrier, tags, values = _classify(m, pl, s, e, options, findings)
+        if keep:
+            pieces.append(data[s:e])
+            continue
+        if carrier is not None:
+            findings.remove(carrier, s, e - s, tags=tags, values=values)
+        neutralise(s, e)
+
+    if icc_segments:
+        findings.keep("colour profile", f"ICC ({icc_segments} segment{'s' * (icc_segments > 1)})")
+    if walk.eoi_end is None:
+        findings.keep("truncated scan", "no end-of-image marker; scan data copied unchanged")
+    elif walk.eoi_end < len(data):
+        tail = data[walk.eoi_end:]
+        if any(tail):
+            findings.remove("trailer after EOI", walk.eoi_end, len(tail))
+            if b"\xff\xd8\xff" in tail:
+                findings.remove("MPF secondary image", walk.eoi_end + tail.find(b"\xff\xd8\xff"),
+                                len(tail) - tail.find(b"\xff\xd8\xff"))
+        if out is not None:
+            out[walk.eoi_end:] = bytes(len(tail))
+    return bytes(out) if out is not None else b"".join(pieces)
+
+
+def _report_exif(pl: bytes, s: int, e: int, options: ScrubOptions, findings: Findings) -> None:
+    t = find_tiff_header(pl)
+    tiff = pl[t:] if t >= 0 else b""
+    summary = read_tiff(tiff, collect_values=options.collect_values)
+    values = [(x.name, x.value) for x in summary.entries if x.value is not None] \
+        if options.collect_values else []
+    findings.remove("APP1 Exif", s, e - s, tags=summary.names, values=values)
+    if summary.has_thumbnail:
+        span = _thumb_span(tiff)
+        if span is not None and span[0] + span[1] <= len(tiff):
+            findings.remove("EXIF thumbnail", s + 4 + t + span[0], span[1], tags=["ThumbnailImage"])
+        else:
+            findings.remove("EXIF thumbnail", s, 0, tags=["ThumbnailImage"])
+
+
+def _report_xmp(pl: bytes, s: int, e: int, options: ScrubOptions, findings: Findings) -> None:
+    findings.remove("XMP", s, e - s, tags=xmp_property_names(pl[len(XMP_ID):]))
+
+
+def _classify(m: int, pl: bytes, s: int, e: int, options: ScrubOptions,
+              findings: Findings) -> tuple[str | None, list[str], list[tuple[str, str]]]:
+    """Carrier name, tag names and (optional) values of a segment being neutralised.
+
+    Returns carrier None for our own padding (APP15 with an all-zero payload): it is
+    neutral already and reported as nothing, which keeps scrubbing idempotent.
+    Reports that need their own shape (Exif, XMP) are filed here and None returned.
+    """
+    if m == _APP15 and not any(pl):
+        return None, [], []
+    if m == _APP1:
+        if pl.startswith(b"Exif\0"):
+            _report_exif(pl, s, e, options, findings)
+            return None, [], []
+        if pl.startswith(XMP_ID):
+            _report_xmp(pl, s, e, options, findings)
+            return None, [], []
+        if pl.startswith(EXT_XMP_ID):
+            # GUID(32) + full length(4) + offset(4) precede the chunk of XMP text
+            return "extended XMP", xmp_property_names(pl[len(EXT_XMP_ID) + 40:]), []
+    if m == _APP2:
+        if pl.startswith(ICC_ID):
+            return "ICC profile", ["ICC_Profile"], []
+        if pl.startswith(b"MPF\0"):
+            return "APP2 MPF", [], []
+    if m == _APP11 and (pl.startswith(b"JP") or b"jumb" in pl[:64] or b"c2pa" in pl[:128]):
+        return "APP11 JUMBF/C2PA", [], []
+    if m == _APP13:
+        return "IPTC (APP13)", _irb_names(pl) if pl.startswith(b"Photoshop 3.0") else [], []
+    if m == _COM:
+        vals = [("Comment", pl[:200].decode("latin-1"))] if options.collect_values else []
+        return "COM", ["Comment"], vals
+    if 0xE0 <= m <= 0xEF:
+        return f"APP{m - 0xE0} {_ident(pl)}", [], []
+    return f"marker 0xFF{m:02X}", [], []

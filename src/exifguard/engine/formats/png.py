@@ -1,0 +1,428 @@
+"""PNG (and APNG) walker: keep the rendering chunks, neutralise every other chunk in place.
+
+Why chunk surgery and not a re-save: PNG chunks are length-delimited and each carries
+its own CRC, so a chunk can be renamed to a private ancillary type (`skIp`: lower,
+lower, UPPER, lower = ancillary, private, reserved-bit clear, safe-to-copy), zero-filled
+and re-checksummed without moving a single later byte.  Decoders skip unknown ancillary
+chunks by rule, so pixels, palette, transparency and animation are untouched.
+
+Orientation: PNG readers take it from an `eXIf` chunk and (Pillow) from XMP
+`tiff:Orientation` when the eXIf has none.  We keep it only as a *fresh* minimal TIFF
+(`engine.exif.minimal_tiff`) written into the chunk that carried it, so its position
+relative to IDAT (which some readers care about) does not change.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from dataclasses import dataclass
+
+from ..errors import ScrubError
+from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation, MINIMAL_TIFF_LEN
+from ..report import Findings, ScrubOptions
+from ..xmp import xmp_orientation, xmp_property_names
+
+SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PAD_TYPE = b"skIp"
+MAX_CHUNK_LEN = 0x7FFFFFFF  # PNG: lengths are 31-bit
+XMP_KEYWORD = b"XML:com.adobe.xmp"
+
+#: Chunks needed to render (always kept).  iCCP is added when options.keep_icc.
+RENDER_CHUNKS = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB",
+                           b"cICP", b"sBIT", b"acTL", b"fcTL", b"fdAT", b"pHYs", b"bKGD"})
+
+# Fixed or bounded payload sizes of kept ancillary chunks.  A kept chunk of the wrong size
+# could smuggle text; libpng ignores such chunks anyway ("invalid length"), so we drop them.
+_ANCILLARY_SIZES: dict[bytes, frozenset[int]] = {
+    b"gAMA": frozenset({4}), b"cHRM": frozenset({32}), b"sRGB": frozenset({1}),
+    b"cICP": frozenset({4}), b"sBIT": frozenset({1, 2, 3, 4}), b"acTL": frozenset({8}),
+    b"fcTL": frozenset({26}), b"pHYs": frozenset({9}), b"bKGD": frozenset({1, 2, 6}),
+    b"tRNS": frozenset(range(1, 257)),
+}
+_RAW_PROFILE = re.compile(rb"^Raw profile type (\S+)$", re.I)
+_MAX_KEYWORD = 79
+_VALUE_LIMIT = 200
+
+
+@dataclass(slots=True)
+class _Chunk:
+    offset: int       # of the length field
+    length: int       # payload length
+    ctype: bytes
+    crc_ok: bool
+
+    @property
+    def data_start(self) -> int:
+        return self.offset + 8
+
+    @property
+    def end(self) -> int:
+        return self.offset + 12 + self.length
+
+
+def _crc(ctype: bytes, data: bytes | bytearray | memoryview) -> bytes:
+    return struct.pack(">I", zlib.crc32(data, zlib.crc32(ctype)) & 0xFFFFFFFF)
+
+
+def _parse(data: bytes, options: ScrubOptions) -> tuple[list[_Chunk], int]:
+    """Walk the chunk list up to IEND; return the chunks and the offset just after IEND."""
+    if data[:8] != SIGNATURE:
+        raise ScrubError("PNG: the file does not start with the PNG signature")
+    chunks: list[_Chunk] = []
+    pos = 8
+    n = len(data)
+    while True:
+        if len(chunks) >= options.max_structures:
+            raise ScrubError(f"PNG has more than {options.max_structures} chunks; refusing to walk it")
+        if pos == n:
+            raise ScrubError("PNG is truncated: it ends without an IEND chunk")
+        if pos + 12 > n:
+            raise ScrubError("PNG is truncated: the last chunk header is cut off")
+        length, ctype = struct.unpack_from(">I4s", data, pos)
+        if length > MAX_CHUNK_LEN:
+            raise ScrubError("PNG chunk declares an impossible length (corrupt file)")
+        if not all(65 <= b <= 90 or 97 <= b <= 122 for b in ctype):
+            raise ScrubError("PNG chunk type is not four letters (corrupt file)")
+        end = pos + 12 + length
+        if end > n:
+            raise ScrubError("PNG is truncated: a chunk runs past the end of the file")
+        crc_ok = data[end - 4:end] == _crc(ctype, memoryview(data)[pos + 8:end - 4])
+        chunk = _Chunk(pos, length, ctype, crc_ok)
+        if not chunks and ctype != b"IHDR":
+            raise ScrubError("PNG does not start with an IHDR chunk (unsupported or corrupt file)")
+        chunks.append(chunk)
+        pos = end
+        if ctype == b"IEND":
+            return chunks, pos
+
+
+# --- reading what a chunk holds (for the report only) ------------------------------------
+
+def _inflate(blob: bytes, limit: int) -> bytes | None:
+    """Bounded zlib decompression; None when the stream is broken."""
+    try:
+        d = zlib.decompressobj()
+        out = d.decompress(blob, max(1, limit))
+        return out
+    except zlib.error:
+        return None
+
+
+def _keyword(payload: bytes) -> tuple[bytes | None, int]:
+    """(keyword, index after its NUL) or (None, 0) when there is no valid terminator."""
+    nul = payload.find(b"\0", 0, _MAX_KEYWORD + 1)
+    if nul <= 0:
+        return None, 0
+    return payload[:nul], nul + 1
+
+
+def _safe_name(raw: bytes) -> str:
+    text = raw.decode("latin-1")
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:_MAX_KEYWORD]
+
+
+def _printable(text: bytes) -> str:
+    s = text[:_VALUE_LIMIT].decode("utf-8", "replace")
+    return "".join(ch if ch.isprintable() else " " for ch in s)
+
+
+@dataclass(slots=True)
+class _TextInfo:
+    keyword: bytes | None
+    text: bytes | None     # decompressed (bounded) text, None if unreadable
+
+
+def _read_text_chunk(ctype: bytes, payload: bytes, options: ScrubOptions) -> _TextInfo:
+    kw, i = _keyword(payload)
+    if kw is None:
+        return _TextInfo(None, None)
+    if ctype == b"tEXt":
+        return _TextInfo(kw, payload[i:])
+    if ctype == b"zTXt":
+        if i >= len(payload) or payload[i] != 0:
+            return _TextInfo(kw, None)
+        return _TextInfo(kw, _inflate(payload[i + 1:], options.max_inflate_bytes))
+    # iTXt: flag, method, language\0, translated keyword\0, text
+    if i + 2 > len(payload):
+        return _TextInfo(kw, None)
+    flag, method = payload[i], payload[i + 1]
+    j = payload.find(b"\0", i + 2)
+    k = payload.find(b"\0", j + 1) if j >= 0 else -1
+    if k < 0:
+        return _TextInfo(kw, None)
+    body = payload[k + 1:]
+    if flag == 1:
+        return _TextInfo(kw, _inflate(body, options.max_inflate_bytes) if method == 0 else None)
+    return _TextInfo(kw, body)
+
+
+def _raw_profile(text: bytes, limit: int) -> bytes | None:
+    """Decode an ImageMagick "Raw profile type X" body: "\\nname\\n   length\\nhex...\"."""
+    lines = text.lstrip(b"\n").split(b"\n", 2)
+    if len(lines) < 3:
+        return None
+    try:
+        declared = int(lines[1].strip())
+    except ValueError:
+        return None
+    hexdigits = re.sub(rb"\s+", b"", lines[2][: 2 * min(declared, limit) + 2 * min(declared, limit) // 32 + 64])
+    hexdigits = hexdigits[: 2 * min(declared, limit)]
+    try:
+        return bytes.fromhex(hexdigits.decode("ascii"))
+    except ValueError:
+        return None
+
+
+def _text_tags(info: _TextInfo, options: ScrubOptions) -> tuple[list[str], list[tuple[str, str]]]:
+    if info.keyword is None:
+        return ["<malformed text chunk>"], []
+    name = _safe_name(info.keyword)
+    tags = [name]
+    values: list[tuple[str, str]] = []
+    text = info.text
+    if text is None:
+        return tags, values
+    m = _RAW_PROFILE.match(info.keyword)
+    if info.keyword == XMP_KEYWORD:
+        tags += xmp_property_names(text)
+    elif m:
+        kind = m.group(1).lower()
+        blob = _raw_profile(text, options.max_inflate_bytes)
+        if blob is not None and kind in (b"exif", b"app1"):
+            off = find_tiff_header(blob)
+            if off >= 0:
+                summary = read_tiff(blob[off:], collect_values=options.collect_values)
+                tags += summary.names
+                if options.collect_values:
+                    values += [(e.name, e.value) for e in summary.entries if e.value is not None]
+        elif blob is not None and kind == b"xmp":
+            tags += xmp_property_names(blob)
+        elif kind in (b"iptc", b"8bim"):
+            tags.append("IPTC")
+    elif options.collect_values:
+        values.append((name, _printable(text)))
+    return tags, values
+
+
+def _exif_block(payload: bytes) -> bytes | None:
+    """The TIFF inside an eXIf payload (normally at 0; some writers prefix `Exif\\0\\0`)."""
+    for off in (0, 6):
+        if payload[off:off + 4] in (b"II*\0", b"MM\0*"):
+            return payload[off:]
+    return None
+
+
+def _is_our_exif(payload: bytes) -> int | None:
+    """Orientation if this payload is exactly what we write (minimal TIFF + zeros)."""
+    for o in range(2, 9):
+        head = minimal_tiff(o)
+        if payload[:len(head)] == head and not any(payload[len(head):]):
+            return o
+    return None
+
+
+# --- the walk -----------------------------------------------------------------------------
+
+def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
+    """Rewrite a PNG so it holds only rendering chunks (plus our padding / minimal eXIf)."""
+    chunks, iend_end = _parse(data, options)
+    keep = set(RENDER_CHUNKS)
+    if options.keep_icc:
+        keep.add(b"iCCP")
+
+    first_idat = next((i for i, c in enumerate(chunks) if c.ctype in (b"IDAT",)), None)
+    if first_idat is None:
+        raise ScrubError("PNG has no IDAT chunk (no image data)")
+    ihdr = chunks[0]
+    if ihdr.length != 13 or not ihdr.crc_ok:
+        raise ScrubError("PNG IHDR chunk is corrupt")
+
+    # Pass 1: classify.  action: "keep", "pad" (already our padding), "drop" (neutralise).
+    actions: list[str] = []
+    exif_orientation: int | None = None   # Orientation tag of the (first) eXIf, if it has one
+    exif_index: int | None = None
+    xmp_orient: tuple[int, int] | None = None  # (chunk index, orientation) from XMP
+    for idx, c in enumerate(chunks):
+        payload = data[c.data_start:c.data_start + c.length]
+        if c.ctype in keep:
+            critical = c.ctype[0] < 97
+            if not c.crc_ok:
+                if critical:
+                    raise ScrubError(f"PNG {c.ctype.decode()} chunk has a bad checksum (corrupt file)")
+                actions.append("drop")  # libpng discards ancillary chunks with bad CRCs
+                continue
+            sizes = _ANCILLARY_SIZES.get(c.ctype)
+            if sizes is not None and c.length not in sizes:
+                actions.append("drop")
+                continue
+            if c.ctype == b"PLTE" and (c.length % 3 or c.length > 768 or c.length == 0):
+                raise ScrubError("PNG palette (PLTE) has an invalid size (corrupt file)")
+            if c.ctype == b"IEND" and any(payload):
+                actions.append("iend")
+                continue
+            actions.append("keep")
+            continue
+        if c.ctype[0] < 97:  # unknown critical chunk: a decoder must fail, so must we
+            raise ScrubError(f"PNG has an unknown critical chunk {_safe_name(c.ctype)!r}; cannot clean it")
+        if c.ctype == PAD_TYPE and not any(payload):
+            actions.append("pad")
+            continue
+        actions.append("drop")
+        if c.ctype == b"eXIf" and exif_index is None:
+            exif_index = idx
+            tiff = _exif_block(payload)
+            if tiff is not None:
+                summary = read_tiff(tiff)
+                if any(e.ifd == "IFD0" and e.tag == 0x0112 for e in summary.entries):
+                    exif_orientation = summary.orientation if summary.orientation is not None else 0
+        elif c.ctype in (b"tEXt", b"zTXt", b"iTXt") and xmp_orient is None:
+            info = _read_text_chunk(c.ctype, payload, options)
+            if info.keyword == XMP_KEYWORD and info.text is not None:
+                o = xmp_orientation(info.text)
+                if o is not None:
+                    xmp_orient = (idx, o)
+
+    # Orientation as readers see it: eXIf's tag wins when present (even if it is 1 or
+    # invalid); otherwise XMP tiff:Orientation (Pillow's rule).
+    orientation: int | None = None
+    source: int | None = None
+    if exif_orientation is not None:
+        orientation, source = valid_orientation(exif_orientation), exif_index
+    elif xmp_orient is not None:
+        orientation, source = valid_orientation(xmp_orient[1]), xmp_orient[0]
+    host: int | None = None
+    if orientation is not None and options.keep_orientation:
+        host = _pick_host(chunks, actions, source, exif_index)
+        if host is None:
+            raise ScrubError("PNG: no room to keep the orientation in place (eXIf chunk too small)")
+
+    # Pass 2: write.
+    out = bytearray(data[:iend_end]) if options.preserve_length else bytearray(SIGNATURE)
+    for idx, c in enumerate(chunks):
+        action = actions[idx]
+        span = data[c.offset:c.end]
+        payload = data[c.data_start:c.data_start + c.length]
+        if action == "keep":
+            _note_kept(c.ctype, findings)
+            if not options.preserve_length:
+                out += span
+            continue
+        if action == "pad":
+            if not options.preserve_length:
+                continue
+            if not c.crc_ok:
+                out[c.end - 4:c.end] = _crc(PAD_TYPE, payload)
+            continue
+        if action == "iend":
+            findings.remove("PNG IEND data", c.offset, c.end - c.offset)
+            chunk = struct.pack(">I", c.length if options.preserve_length else 0) + b"IEND"
+            chunk += bytes(c.length if options.preserve_length else 0)
+            chunk += _crc(b"IEND", chunk[8:])
+            _put(out, c, chunk, options)
+            continue
+        # "drop": neutralise, maybe as the orientation host.
+        if idx == host:
+            assert orientation is not None
+            if c.ctype == b"eXIf" and _is_our_exif(payload) == orientation:
+                findings.keep("orientation", f"minimal eXIf, value {orientation}")
+                if options.preserve_length:
+                    if not c.crc_ok:
+                        out[c.end - 4:c.end] = _crc(b"eXIf", payload)
+                    continue
+            else:
+                _report(c, payload, options, findings)
+                findings.keep("orientation", f"minimal eXIf, value {orientation}")
+            tiff = minimal_tiff(orientation)
+            body = tiff + bytes(c.length - len(tiff)) if options.preserve_length else tiff
+            chunk = struct.pack(">I", len(body)) + b"eXIf" + body + _crc(b"eXIf", body)
+            _put(out, c, chunk, options)
+            continue
+        _report(c, payload, options, findings)
+        if options.preserve_length:
+            _put(out, c, struct.pack(">I", c.length) + PAD_TYPE + bytes(c.length)
+                 + _crc(PAD_TYPE, bytes(c.length)), options)
+
+    tail = len(data) - iend_end
+    if tail:
+        if any(memoryview(data)[iend_end:]):
+            findings.remove("data after IEND", iend_end, tail)
+        if options.preserve_length:
+            out += bytes(tail)
+    return bytes(out)
+
+
+def _put(out: bytearray, c: _Chunk, chunk: bytes, options: ScrubOptions) -> None:
+    if options.preserve_length:
+        assert len(chunk) == c.end - c.offset
+        out[c.offset:c.end] = chunk
+    else:
+        out += chunk
+
+
+def _pick_host(chunks: list[_Chunk], actions: list[str], source: int | None,
+               exif_index: int | None) -> int | None:
+    """Which neutralised chunk becomes the minimal eXIf: the one that carried the
+    orientation, else the original eXIf, else any neutralised chunk big enough
+    (before IDAT preferred, never between two image-data chunks)."""
+    def fits(i: int | None) -> bool:
+        return i is not None and actions[i] == "drop" and chunks[i].length >= MINIMAL_TIFF_LEN
+
+    for cand in (source, exif_index):
+        if fits(cand):
+            return cand
+    data_types = (b"IDAT", b"fdAT")
+    ok = [i for i in range(1, len(chunks) - 1) if fits(i)
+          and not (chunks[i - 1].ctype in data_types and chunks[i + 1].ctype in data_types)]
+    first_idat = next(i for i, c in enumerate(chunks) if c.ctype == b"IDAT")
+    before = [i for i in ok if i < first_idat]
+    return (before or ok or [None])[0]
+
+
+def _note_kept(ctype: bytes, findings: Findings) -> None:
+    if ctype == b"iCCP":
+        findings.keep("colour profile", "PNG iCCP")
+    elif ctype == b"tRNS":
+        findings.keep("transparency", "PNG tRNS")
+    elif ctype == b"acTL":
+        findings.keep("animation", "APNG acTL/fcTL/fdAT")
+
+
+def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings) -> None:
+    """Record one neutralised chunk with the names (never values, unless asked) it held."""
+    ctype = c.ctype
+    length = c.end - c.offset
+    tags: list[str] = []
+    values: list[tuple[str, str]] = []
+    if ctype in (b"tEXt", b"zTXt", b"iTXt"):
+        tags, values = _text_tags(_read_text_chunk(ctype, payload, options), options)
+        carrier = f"PNG {ctype.decode()}"
+    elif ctype == b"eXIf":
+        carrier = "PNG eXIf"
+        tiff = _exif_block(payload)
+        if tiff is not None:
+            summary = read_tiff(tiff, collect_values=options.collect_values)
+            tags = list(summary.names)
+            if summary.has_thumbnail:
+                tags.append("ThumbnailImage")
+            if options.collect_values:
+                values = [(e.name, e.value) for e in summary.entries if e.value is not None]
+    elif ctype == b"tIME":
+        carrier = "PNG tIME"
+        tags = ["ModifyDate"]
+        if options.collect_values and len(payload) == 7:
+            y, mo, d, h, mi, s = struct.unpack(">HBBBBB", payload)
+            values = [("ModifyDate", f"{y:04d}:{mo:02d}:{d:02d} {h:02d}:{mi:02d}:{s:02d}")]
+    elif ctype == b"iCCP":
+        carrier = "ICC profile"
+        kw, _ = _keyword(payload)
+        tags = ["ICC_Profile"] + ([_safe_name(kw)] if kw and options.collect_values else [])
+    elif ctype == b"caBX":
+        carrier = "PNG caBX"
+        tags = ["C2PA"]
+    else:
+        carrier = f"PNG {_safe_name(ctype)}"
+        if not c.crc_ok or ctype in RENDER_CHUNKS:
+            tags = ["<corrupt chunk>"]
+    findings.remove(carrier, c.offset, length, tags, values=values)

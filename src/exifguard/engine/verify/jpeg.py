@@ -1,0 +1,139 @@
+"""Independent check of a cleaned JPEG (written apart from the walker on purpose).
+
+Accepts only:
+* SOI first; DQT, DHT, DAC, DRI, DNL (4-byte payload-less form), SOFn, SOS with its
+  scan data, stray RSTn, EOI;
+* JFIF APP0 whose thumbnail bytes (everything after the 14 fixed bytes) are zero;
+* APP14 `Adobe` whose bytes after the 12 fixed ones are zero;
+* ICC APP2 (`ICC_PROFILE\\0`) only when `keep_icc`;
+* at most one Exif APP1, holding a TIFF with an IFD0 of at most one entry
+  (Orientation, SHORT, count 1, value 2..8), a zero next-IFD link and nothing but
+  zeros after it;
+* APP15 with an all-zero payload (our padding);
+* after the first EOI, only zero bytes.  Scan data that runs to the end of the buffer
+  without an EOI (a truncated download) is accepted, as the walker does.
+
+The length rule (same length or never larger) is checked by the dispatcher.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from ..errors import ScrubError
+from ..report import ScrubOptions
+
+
+def _fail(reason: str) -> ScrubError:
+    return ScrubError(reason, format="JPEG")
+
+
+def _check_exif(payload: bytes, at: int) -> None:
+    if payload[:6] != b"Exif\0\0":
+        raise _fail(f"Exif segment at {at} has an unexpected prefix")
+    tiff = payload[6:]
+    if tiff[:4] == b"MM\0*":
+        bo = ">"
+    elif tiff[:4] == b"II*\0":
+        bo = "<"
+    else:
+        raise _fail(f"Exif segment at {at} holds no TIFF header")
+    if len(tiff) < 14:
+        raise _fail(f"Exif segment at {at} is too short")
+    ifd = struct.unpack_from(bo + "I", tiff, 4)[0]
+    if ifd != 8:
+        raise _fail(f"Exif segment at {at} does not start its IFD0 right after the header")
+    count = struct.unpack_from(bo + "H", tiff, 8)[0]
+    if count > 1:
+        raise _fail(f"Exif segment at {at} holds {count} entries (at most Orientation allowed)")
+    p = 10
+    if count == 1:
+        if len(tiff) < 26:
+            raise _fail(f"Exif segment at {at} is too short for its entry")
+        tag, typ, cnt, value, pad = struct.unpack_from(bo + "HHIHH", tiff, p)
+        if tag != 0x0112 or typ != 3 or cnt != 1 or not 2 <= value <= 8 or pad != 0:
+            raise _fail(f"Exif segment at {at} holds something other than a valid Orientation")
+        p += 12
+    if struct.unpack_from(bo + "I", tiff, p)[0] != 0:
+        raise _fail(f"Exif segment at {at} links to a further IFD")
+    if any(tiff[p + 4:]):
+        raise _fail(f"Exif segment at {at} has non-zero bytes after its IFD")
+
+
+def verify(clean: bytes, options: ScrubOptions) -> None:
+    n = len(clean)
+    if n < 4 or clean[:2] != b"\xff\xd8":
+        raise _fail("output does not start with SOI")
+    i = 2
+    exif_seen = False
+    steps = 0
+    while True:
+        steps += 1
+        if steps > options.max_structures + 2:
+            raise _fail("too many segments")
+        if i + 1 >= n:
+            raise _fail("output ends without EOI outside scan data")
+        if clean[i] != 0xFF:
+            raise _fail(f"non-marker byte at {i}")
+        if clean[i + 1] == 0xFF:  # fill byte
+            i += 1
+            continue
+        code = clean[i + 1]
+        if code == 0xD9:
+            if any(clean[i + 2:]):
+                raise _fail("non-zero bytes after EOI")
+            return
+        if 0xD0 <= code <= 0xD7:
+            i += 2
+            continue
+        if code < 0xC0 or code == 0xD8:
+            raise _fail(f"unexpected marker 0xFF{code:02X} at {i}")
+        if i + 4 > n:
+            raise _fail("segment header cut off")
+        seg_len = (clean[i + 2] << 8) | clean[i + 3]
+        stop = i + 2 + seg_len
+        if seg_len < 2 or stop > n:
+            raise _fail(f"segment 0xFF{code:02X} at {i} has a bad length")
+        payload = clean[i + 4:stop]
+        if code in (0xC4, 0xCC, 0xDB, 0xDD, 0xDA) or (0xC0 <= code <= 0xCF and code != 0xC8):
+            pass
+        elif code == 0xDC:
+            if seg_len != 4:
+                raise _fail(f"DNL segment at {i} has an unexpected length")
+        elif code == 0xE0:
+            if payload[:5] != b"JFIF\0" or len(payload) < 14:
+                raise _fail(f"APP0 at {i} is not JFIF")
+            if any(payload[14:]):
+                raise _fail(f"JFIF segment at {i} still holds thumbnail or extra bytes")
+        elif code == 0xE1:
+            if exif_seen:
+                raise _fail(f"a second APP1 at {i}")
+            exif_seen = True
+            _check_exif(payload, i)
+        elif code == 0xE2:
+            if not options.keep_icc:
+                raise _fail(f"APP2 at {i} survived although ICC is not kept")
+            if payload[:12] != b"ICC_PROFILE\0":
+                raise _fail(f"APP2 at {i} is not an ICC profile")
+        elif code == 0xEE:
+            if payload[:5] != b"Adobe" or len(payload) < 12 or any(payload[12:]):
+                raise _fail(f"APP14 at {i} is not a plain Adobe segment")
+        elif code == 0xEF:
+            if any(payload):
+                raise _fail(f"APP15 at {i} has a non-zero payload")
+        else:
+            raise _fail(f"segment 0xFF{code:02X} at {i} is not allowed")
+        i = stop
+        if code == 0xDA:
+            # skip scan data: stop at FF followed by a byte that is not 00, RSTn or FF
+            j = i
+            while True:
+                j = clean.find(b"\xff", j)
+                if j < 0 or j + 1 >= n:
+                    return  # scan data runs to the end (truncated input, accepted)
+                nxt = clean[j + 1]
+                if nxt == 0 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                    j += 1
+                    continue
+                break
+            i = j
