@@ -68,6 +68,13 @@ def find(data: bytes, marker: bytes, *, _depth: int = 0) -> list[str]:
         k = data.find(needle)
         if k >= 0:
             hits.append(f"{label}@{k}")
+    # hex and base64 text is often line-wrapped (ImageMagick raw profiles wrap at 72 columns)
+    squeezed = data.translate(None, b" \t\r\n")
+    if len(squeezed) != len(data):
+        for label, needle in _encodings(marker)[3:]:
+            k = squeezed.find(needle)
+            if k >= 0:
+                hits.append(f"wrapped-{label}@~{k}")
     if _depth < 2:
         for s in _inflated_streams(data):
             hits += [f"zlib>{h}" for h in find(s, marker, _depth=_depth + 1)]

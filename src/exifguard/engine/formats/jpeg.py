@@ -7,7 +7,7 @@ skipped (never decoded) up to the next real marker: `FF00` (byte stuffing),
 
 Kept (metadata-carriers.md §2): SOI, DQT, DHT, DAC, DRI, DNL, SOFn, SOS + scan
 data, RSTn, EOI, APP14 `Adobe` (its first 12 payload bytes; anything after them is
-zeroed), JFIF APP0 (thumbnail pixels zeroed) and, when `keep_icc`, ICC APP2.
+zeroed), JFIF APP0 (thumbnail size and pixels zeroed) and, when `keep_icc`, ICC APP2.
 The first Exif APP1 becomes a fresh minimal Exif that holds only Orientation
 (§3).  Everything else - other APPn, COM, JPEG extension markers, and every byte
 after the first EOI - is neutralised:
@@ -16,6 +16,10 @@ after the first EOI - is neutralised:
   becomes APP15 (`FFEF`, read by no decoder) and its payload is zeroed; the bytes
   after EOI are zero-filled.  Every offset stays valid.
 * otherwise the segment (and the trailer) is dropped.
+
+Kept structural segments must add up exactly to their declared length (a DQT is
+whole tables, a DHT is counts plus symbols, SOF/SOS match their component counts),
+so a "table" cannot serve as a roomy hiding place; a mismatch is refused.
 
 Failure policy (fail closed, the caller gets a ScrubError and nothing else):
 
@@ -59,6 +63,7 @@ JFIF_ID = b"JFIF\0"
 ADOBE_ID = b"Adobe"
 ADOBE_LEN = 12  # "Adobe" + version(2) + flags0(2) + flags1(2) + transform(1)
 JFIF_FIXED = 14  # "JFIF\0" + version(2) + units(1) + density(4) + thumb w/h(2)
+JFIF_THUMB_DIMS = 12  # where the thumbnail width/height bytes start
 
 # A real marker inside entropy-coded data: FF followed by anything but 00 (stuffing),
 # D0-D7 (restart) or FF (fill; the last FF of a run is the one that matches).
@@ -71,17 +76,6 @@ MIN_EXIF_SEGMENT = 4 + len(EXIF_ID) + len(minimal_tiff(1))
 
 def _err(msg: str) -> ScrubError:
     return ScrubError(f"JPEG {msg}", format="JPEG")
-
-
-@dataclass(slots=True)
-class _Seg:
-    marker: int
-    start: int  # offset of the FF of the marker
-    end: int  # one past the last payload byte (start + 2 for standalone markers)
-
-    @property
-    def payload(self) -> tuple[int, int]:
-        return self.start + 4, self.end
 
 
 @dataclass(slots=True)
@@ -141,6 +135,36 @@ def _walk(data: bytes, options: ScrubOptions) -> _Walk:
                 return _Walk(items, None)
             items.append(("scan", 0, pos, m.start()))
             pos = m.start()
+
+
+def _structure_ok(marker: int, payload: bytes) -> bool:
+    """Do a kept structural segment's contents add up exactly to its declared length?
+
+    A decoder rejects such segments anyway; checking them here means a "table" can
+    never be used as a roomy hiding place for text (defence in depth).
+    """
+    n = len(payload)
+    if marker in _SOF:
+        return n >= 6 and n == 6 + 3 * payload[5]
+    if marker == _SOS:
+        return n >= 1 and n == 4 + 2 * payload[0]
+    if marker == 0xDD:  # DRI
+        return n == 2
+    if marker == 0xDB:  # DQT: (precision/id, 64 or 128 bytes)*
+        i = 0
+        while i < n:
+            i += 1 + (128 if payload[i] >> 4 else 64)
+        return i == n
+    if marker == 0xC4:  # DHT: (class/id, 16 counts, symbols)*
+        i = 0
+        while i < n:
+            if i + 17 > n:
+                return False
+            i += 17 + sum(payload[i + 1:i + 17])
+        return i == n
+    if marker == 0xCC:  # DAC: (class/id, value)*
+        return n % 2 == 0
+    return True
 
 
 def _ident(payload: bytes) -> str:
@@ -306,7 +330,9 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
 
     # Pass 2: decide each segment; collect the output pieces.
     out = bytearray(data) if options.preserve_length else None
-    pieces: list[bytes] = []
+    # compact output is assembled from pieces (views, so scan data is copied only once)
+    pieces: list[bytes | memoryview] = []
+    view = memoryview(data)
     icc_segments = 0
 
     def neutralise(s: int, e: int) -> None:
@@ -316,14 +342,17 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
 
     for kind, m, s, e in walk.items:
         if kind == "scan":
-            pieces.append(data[s:e])
+            pieces.append(view[s:e])
             continue
         pl = data[s + 4:e] if e - s >= 4 else b""
         keep = True
         carrier: str | None = None
         tags: list[str] = []
         values: list[tuple[str, str]] = []
-        if m in _KEEP or m in (_SOI, _EOI, _SOS) or 0xD0 <= m <= 0xD7 or (m == _DNL and e - s == 6):
+        if m in _KEEP or m == _SOS:
+            if not _structure_ok(m, pl):
+                raise _err(f"is corrupt: segment 0xFF{m:02X} at offset {s} does not match its length")
+        elif m in (_SOI, _EOI) or 0xD0 <= m <= 0xD7 or (m == _DNL and e - s == 6):
             pass
         elif target is not None and (s, e) == target:
             app1, rest = _exif_app1(orientation or 1, e - s, big_endian)
@@ -338,14 +367,16 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             pieces.append(app1)
             continue
         elif m == _APP0 and pl.startswith(JFIF_ID) and len(pl) >= JFIF_FIXED:
-            tail = pl[JFIF_FIXED:]
-            if any(tail):
-                findings.remove("JFIF thumbnail", s + 4 + JFIF_FIXED, len(tail),
+            # The thumbnail is removed by zeroing its pixels *and* its width/height
+            # (so no reader sees a thumbnail at all); compact mode drops the bytes.
+            if any(pl[JFIF_THUMB_DIMS:]):
+                findings.remove("JFIF thumbnail", s + 4 + JFIF_FIXED, len(pl) - JFIF_FIXED,
                                 tags=["ThumbnailImage"])
-                if out is not None:
-                    out[s + 4 + JFIF_FIXED:e] = bytes(len(tail))
-                pieces.append(data[s:s + 4 + JFIF_FIXED] + bytes(len(tail)))
-                continue
+            if out is not None:
+                out[s + 4 + JFIF_THUMB_DIMS:e] = bytes(len(pl) - JFIF_THUMB_DIMS)
+            pieces.append(b"\xff\xe0" + struct.pack(">H", 2 + JFIF_FIXED)
+                          + pl[:JFIF_THUMB_DIMS] + b"\0\0")
+            continue
         elif m == _APP14 and pl.startswith(ADOBE_ID) and len(pl) >= ADOBE_LEN:
             findings.keep("Adobe APP14", "colour transform")
             tail = pl[ADOBE_LEN:]
@@ -361,7 +392,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             keep = False
             carrier, tags, values = _classify(m, pl, s, e, options, findings)
         if keep:
-            pieces.append(data[s:e])
+            pieces.append(view[s:e])
             continue
         if carrier is not None:
             findings.remove(carrier, s, e - s, tags=tags, values=values)

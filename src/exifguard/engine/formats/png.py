@@ -9,7 +9,17 @@ chunks by rule, so pixels, palette, transparency and animation are untouched.
 Orientation: PNG readers take it from an `eXIf` chunk and (Pillow) from XMP
 `tiff:Orientation` when the eXIf has none.  We keep it only as a *fresh* minimal TIFF
 (`engine.exif.minimal_tiff`) written into the chunk that carried it, so its position
-relative to IDAT (which some readers care about) does not change.
+relative to IDAT (which some readers care about) does not change.  Orientation found only
+in an ImageMagick "Raw profile type exif" is not kept: no browser or Pillow honours it.
+
+Damage policy (we never re-encode, so we never "repair" image data):
+* a kept critical chunk (IHDR, PLTE, IDAT, IEND) or animation chunk (acTL, fcTL, fdAT:
+  dropping one would desynchronise the frame sequence) with a bad CRC or size, an unknown
+  critical chunk, a chunk running past the end, or no IEND -> ScrubError;
+* a kept *ancillary* chunk with a bad CRC or an impossible size is neutralised, which is
+  what libpng does with it anyway (discard), so rendering does not change;
+* our own padding (`skIp`, all-zero payload) and our own minimal eXIf are recognised and
+  left alone, so scrub(scrub(x)) == scrub(x) byte for byte and reports nothing new.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ import zlib
 from dataclasses import dataclass
 
 from ..errors import ScrubError
-from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation, MINIMAL_TIFF_LEN
+from ..exif import MINIMAL_TIFF_LEN, find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_orientation, xmp_property_names
 
@@ -41,6 +51,8 @@ _ANCILLARY_SIZES: dict[bytes, frozenset[int]] = {
     b"fcTL": frozenset({26}), b"pHYs": frozenset({9}), b"bKGD": frozenset({1, 2, 6}),
     b"tRNS": frozenset(range(1, 257)),
 }
+# Chunks whose loss would change the image structurally: corrupt ones fail the scrub.
+_STRUCTURAL = frozenset({b"IHDR", b"PLTE", b"IDAT", b"IEND", b"acTL", b"fcTL", b"fdAT"})
 _RAW_PROFILE = re.compile(rb"^Raw profile type (\S+)$", re.I)
 _MAX_KEYWORD = 79
 _VALUE_LIMIT = 200
@@ -60,6 +72,11 @@ class _Chunk:
     @property
     def end(self) -> int:
         return self.offset + 12 + self.length
+
+
+def _all_zero(b: bytes | bytearray | memoryview) -> bool:
+    """C-speed zero test (any() over a big IDAT-sized buffer would be slow)."""
+    return bytes(b).count(0) == len(b)
 
 
 def _crc(ctype: bytes, data: bytes | bytearray | memoryview) -> bytes:
@@ -100,14 +117,23 @@ def _parse(data: bytes, options: ScrubOptions) -> tuple[list[_Chunk], int]:
 
 # --- reading what a chunk holds (for the report only) ------------------------------------
 
-def _inflate(blob: bytes, limit: int) -> bytes | None:
-    """Bounded zlib decompression; None when the stream is broken."""
+@dataclass(slots=True)
+class _Budget:
+    """Bytes we may still inflate for this whole file (not per chunk), so thousands of
+    small compressed text chunks cannot add up to a decompression bomb."""
+    left: int
+
+
+def _inflate(blob: bytes, budget: _Budget) -> bytes | None:
+    """Bounded zlib decompression; None when the stream is broken or the budget is spent."""
+    if budget.left <= 0:
+        return None
     try:
-        d = zlib.decompressobj()
-        out = d.decompress(blob, max(1, limit))
-        return out
+        out = zlib.decompressobj().decompress(blob, budget.left)
     except zlib.error:
         return None
+    budget.left -= len(out)
+    return out
 
 
 def _keyword(payload: bytes) -> tuple[bytes | None, int]:
@@ -134,7 +160,7 @@ class _TextInfo:
     text: bytes | None     # decompressed (bounded) text, None if unreadable
 
 
-def _read_text_chunk(ctype: bytes, payload: bytes, options: ScrubOptions) -> _TextInfo:
+def _read_text_chunk(ctype: bytes, payload: bytes, budget: _Budget) -> _TextInfo:
     kw, i = _keyword(payload)
     if kw is None:
         return _TextInfo(None, None)
@@ -143,7 +169,7 @@ def _read_text_chunk(ctype: bytes, payload: bytes, options: ScrubOptions) -> _Te
     if ctype == b"zTXt":
         if i >= len(payload) or payload[i] != 0:
             return _TextInfo(kw, None)
-        return _TextInfo(kw, _inflate(payload[i + 1:], options.max_inflate_bytes))
+        return _TextInfo(kw, _inflate(payload[i + 1:], budget))
     # iTXt: flag, method, language\0, translated keyword\0, text
     if i + 2 > len(payload):
         return _TextInfo(kw, None)
@@ -154,7 +180,7 @@ def _read_text_chunk(ctype: bytes, payload: bytes, options: ScrubOptions) -> _Te
         return _TextInfo(kw, None)
     body = payload[k + 1:]
     if flag == 1:
-        return _TextInfo(kw, _inflate(body, options.max_inflate_bytes) if method == 0 else None)
+        return _TextInfo(kw, _inflate(body, budget) if method == 0 else None)
     return _TextInfo(kw, body)
 
 
@@ -167,12 +193,40 @@ def _raw_profile(text: bytes, limit: int) -> bytes | None:
         declared = int(lines[1].strip())
     except ValueError:
         return None
-    hexdigits = re.sub(rb"\s+", b"", lines[2][: 2 * min(declared, limit) + 2 * min(declared, limit) // 32 + 64])
-    hexdigits = hexdigits[: 2 * min(declared, limit)]
+    want = 2 * max(0, min(declared, limit))
+    # ImageMagick wraps the hex at 72 columns: 3 * want bytes of text are plenty.
+    hexdigits = re.sub(rb"\s+", b"", lines[2][: 3 * want + 64])[:want]
     try:
         return bytes.fromhex(hexdigits.decode("ascii"))
     except ValueError:
         return None
+
+
+# IPTC IIM record 2 datasets worth naming in a report (ExifTool names).
+_IPTC_NAMES = {
+    5: "ObjectName", 15: "Category", 25: "Keywords", 40: "SpecialInstructions", 55: "DateCreated",
+    60: "TimeCreated", 62: "DigitalCreationDate", 63: "DigitalCreationTime",
+    65: "OriginatingProgram", 80: "By-line", 85: "By-lineTitle", 90: "City", 92: "Sub-location",
+    95: "Province-State", 100: "Country-PrimaryLocationCode", 101: "Country-PrimaryLocationName",
+    105: "Headline", 110: "Credit", 115: "Source", 116: "CopyrightNotice", 118: "Contact",
+    120: "Caption-Abstract", 122: "Writer-Editor",
+}
+
+
+def _iptc_names(blob: bytes) -> list[str]:
+    """Dataset names in an IPTC IIM stream (raw, or inside a Photoshop IRB)."""
+    names: dict[str, None] = {}
+    i = min((k for k in (blob.find(b"\x1c\x01"), blob.find(b"\x1c\x02")) if k >= 0), default=-1)
+    steps = 0
+    while 0 <= i and i + 5 <= len(blob) and blob[i] == 0x1C and steps < 4096:
+        record, dataset, size = blob[i + 1], blob[i + 2], int.from_bytes(blob[i + 3:i + 5], "big")
+        if size & 0x8000:  # extended-length dataset: rare, stop rather than guess
+            break
+        if record == 2 and dataset in _IPTC_NAMES:
+            names.setdefault(_IPTC_NAMES[dataset], None)
+        i += 5 + size
+        steps += 1
+    return list(names) or ["IPTC"]
 
 
 def _text_tags(info: _TextInfo, options: ScrubOptions) -> tuple[list[str], list[tuple[str, str]]]:
@@ -200,7 +254,7 @@ def _text_tags(info: _TextInfo, options: ScrubOptions) -> tuple[list[str], list[
         elif blob is not None and kind == b"xmp":
             tags += xmp_property_names(blob)
         elif kind in (b"iptc", b"8bim"):
-            tags.append("IPTC")
+            tags += _iptc_names(blob) if blob is not None else ["IPTC"]
     elif options.collect_values:
         values.append((name, _printable(text)))
     return tags, values
@@ -218,7 +272,7 @@ def _is_our_exif(payload: bytes) -> int | None:
     """Orientation if this payload is exactly what we write (minimal TIFF + zeros)."""
     for o in range(2, 9):
         head = minimal_tiff(o)
-        if payload[:len(head)] == head and not any(payload[len(head):]):
+        if payload[:len(head)] == head and _all_zero(payload[len(head):]):
             return o
     return None
 
@@ -232,8 +286,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     if options.keep_icc:
         keep.add(b"iCCP")
 
-    first_idat = next((i for i, c in enumerate(chunks) if c.ctype in (b"IDAT",)), None)
-    if first_idat is None:
+    if not any(c.ctype == b"IDAT" for c in chunks):
         raise ScrubError("PNG has no IDAT chunk (no image data)")
     ihdr = chunks[0]
     if ihdr.length != 13 or not ihdr.crc_ok:
@@ -244,42 +297,50 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     exif_orientation: int | None = None   # Orientation tag of the (first) eXIf, if it has one
     exif_index: int | None = None
     xmp_orient: tuple[int, int] | None = None  # (chunk index, orientation) from XMP
+    budget = _Budget(options.max_inflate_bytes)
+    texts: dict[int, _TextInfo] = {}  # XMP chunks already read in pass 1
+    mv = memoryview(data)
     for idx, c in enumerate(chunks):
-        payload = data[c.data_start:c.data_start + c.length]
+        payload = mv[c.data_start:c.data_start + c.length]
         if c.ctype in keep:
-            critical = c.ctype[0] < 97
+            structural = c.ctype in _STRUCTURAL
             if not c.crc_ok:
-                if critical:
+                if structural:
                     raise ScrubError(f"PNG {c.ctype.decode()} chunk has a bad checksum (corrupt file)")
                 actions.append("drop")  # libpng discards ancillary chunks with bad CRCs
                 continue
             sizes = _ANCILLARY_SIZES.get(c.ctype)
             if sizes is not None and c.length not in sizes:
+                if structural:
+                    raise ScrubError(f"PNG {c.ctype.decode()} chunk has an invalid size (corrupt file)")
                 actions.append("drop")
                 continue
+            if c.ctype == b"fdAT" and c.length < 4:
+                raise ScrubError("PNG fdAT chunk is too short (corrupt file)")
             if c.ctype == b"PLTE" and (c.length % 3 or c.length > 768 or c.length == 0):
                 raise ScrubError("PNG palette (PLTE) has an invalid size (corrupt file)")
-            if c.ctype == b"IEND" and any(payload):
+            if c.ctype == b"IEND" and not _all_zero(payload):
                 actions.append("iend")
                 continue
             actions.append("keep")
             continue
         if c.ctype[0] < 97:  # unknown critical chunk: a decoder must fail, so must we
             raise ScrubError(f"PNG has an unknown critical chunk {_safe_name(c.ctype)!r}; cannot clean it")
-        if c.ctype == PAD_TYPE and not any(payload):
+        if c.ctype == PAD_TYPE and _all_zero(payload):
             actions.append("pad")
             continue
         actions.append("drop")
         if c.ctype == b"eXIf" and exif_index is None:
             exif_index = idx
-            tiff = _exif_block(payload)
+            tiff = _exif_block(bytes(payload))
             if tiff is not None:
                 summary = read_tiff(tiff)
                 if any(e.ifd == "IFD0" and e.tag == 0x0112 for e in summary.entries):
                     exif_orientation = summary.orientation if summary.orientation is not None else 0
-        elif c.ctype in (b"tEXt", b"zTXt", b"iTXt") and xmp_orient is None:
-            info = _read_text_chunk(c.ctype, payload, options)
-            if info.keyword == XMP_KEYWORD and info.text is not None:
+        elif (c.ctype in (b"tEXt", b"zTXt", b"iTXt") and xmp_orient is None
+              and bytes(payload[:len(XMP_KEYWORD) + 1]) == XMP_KEYWORD + b"\0"):
+            info = texts[idx] = _read_text_chunk(c.ctype, bytes(payload), budget)
+            if info.text is not None:
                 o = xmp_orientation(info.text)
                 if o is not None:
                     xmp_orient = (idx, o)
@@ -302,13 +363,12 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     out = bytearray(data[:iend_end]) if options.preserve_length else bytearray(SIGNATURE)
     for idx, c in enumerate(chunks):
         action = actions[idx]
-        span = data[c.offset:c.end]
-        payload = data[c.data_start:c.data_start + c.length]
         if action == "keep":
             _note_kept(c.ctype, findings)
             if not options.preserve_length:
-                out += span
+                out += mv[c.offset:c.end]
             continue
+        payload = data[c.data_start:c.data_start + c.length]
         if action == "pad":
             if not options.preserve_length:
                 continue
@@ -332,21 +392,21 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                         out[c.end - 4:c.end] = _crc(b"eXIf", payload)
                     continue
             else:
-                _report(c, payload, options, findings)
+                _report(c, payload, options, findings, budget, texts.get(idx))
                 findings.keep("orientation", f"minimal eXIf, value {orientation}")
             tiff = minimal_tiff(orientation)
             body = tiff + bytes(c.length - len(tiff)) if options.preserve_length else tiff
             chunk = struct.pack(">I", len(body)) + b"eXIf" + body + _crc(b"eXIf", body)
             _put(out, c, chunk, options)
             continue
-        _report(c, payload, options, findings)
+        _report(c, payload, options, findings, budget, texts.get(idx))
         if options.preserve_length:
             _put(out, c, struct.pack(">I", c.length) + PAD_TYPE + bytes(c.length)
                  + _crc(PAD_TYPE, bytes(c.length)), options)
 
     tail = len(data) - iend_end
     if tail:
-        if any(memoryview(data)[iend_end:]):
+        if not _all_zero(mv[iend_end:]):
             findings.remove("data after IEND", iend_end, tail)
         if options.preserve_length:
             out += bytes(tail)
@@ -389,14 +449,17 @@ def _note_kept(ctype: bytes, findings: Findings) -> None:
         findings.keep("animation", "APNG acTL/fcTL/fdAT")
 
 
-def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings) -> None:
+def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings, budget: _Budget,
+            info: _TextInfo | None = None) -> None:
     """Record one neutralised chunk with the names (never values, unless asked) it held."""
     ctype = c.ctype
     length = c.end - c.offset
     tags: list[str] = []
     values: list[tuple[str, str]] = []
     if ctype in (b"tEXt", b"zTXt", b"iTXt"):
-        tags, values = _text_tags(_read_text_chunk(ctype, payload, options), options)
+        if info is None:
+            info = _read_text_chunk(ctype, payload, budget)
+        tags, values = _text_tags(info, options)
         carrier = f"PNG {ctype.decode()}"
     elif ctype == b"eXIf":
         carrier = "PNG eXIf"
@@ -417,7 +480,9 @@ def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings
     elif ctype == b"iCCP":
         carrier = "ICC profile"
         kw, _ = _keyword(payload)
-        tags = ["ICC_Profile"] + ([_safe_name(kw)] if kw and options.collect_values else [])
+        tags = ["ICC_Profile"]
+        if kw and options.collect_values:
+            values = [("ProfileName", _safe_name(kw))]
     elif ctype == b"caBX":
         carrier = "PNG caBX"
         tags = ["C2PA"]

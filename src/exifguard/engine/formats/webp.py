@@ -19,6 +19,7 @@ so the original EXIF bytes are never copied.
 
 from __future__ import annotations
 
+import bisect
 import struct
 from dataclasses import dataclass
 
@@ -61,13 +62,18 @@ def _name(fourcc: bytes) -> str:
     return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in fourcc).rstrip()
 
 
-def _walk(data: bytes, start: int, stop: int, options: ScrubOptions, where: str) -> list[_Chunk]:
-    """Split data[start:stop] into chunks; every declared size must fit."""
+def _walk(data: bytes, start: int, stop: int, budget: list[int], where: str) -> list[_Chunk]:
+    """Split data[start:stop] into chunks; every declared size must fit.
+
+    `budget` is the number of chunks still allowed in the whole file (shared with the
+    walks of ANMF frames), so a hostile file cannot make us build huge lists.
+    """
     chunks: list[_Chunk] = []
     p = start
     while p < stop:
-        if len(chunks) >= options.max_structures:
-            raise ScrubError(f"WebP: too many chunks in {where} (over {options.max_structures})")
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise ScrubError(f"WebP: too many chunks in {where}")
         if p + 8 > stop:
             raise ScrubError(f"WebP: a chunk header in {where} is cut off at offset {p}")
         fourcc = data[p:p + 4]
@@ -104,8 +110,10 @@ def _minimal_exif_payload(prefix: bytes, orientation: int, big_endian: bool, siz
 
 
 class _Writer:
-    def __init__(self, data: bytes, options: ScrubOptions, findings: Findings) -> None:
+    def __init__(self, data: bytes, options: ScrubOptions, findings: Findings,
+                 budget: list[int]) -> None:
         self.data = data
+        self.budget = budget
         self.options = options
         self.findings = findings
         self.out = bytearray(data)
@@ -119,7 +127,7 @@ class _Writer:
         body = self.data[chunk.payload_at:chunk.end]
         already = chunk.fourcc == b"JUNK" and _is_zero(body)
         if not already and carrier is not None:
-            self.findings.remove(carrier, chunk.offset, chunk.span, tags)
+            self.findings.remove(carrier, chunk.offset, chunk.span, tags, values=_values_for(self, chunk))
         self.out[chunk.offset:chunk.offset + 4] = b"JUNK"
         self.out[chunk.payload_at:chunk.end] = bytes(chunk.end - chunk.payload_at)
         if not self.options.preserve_length:
@@ -141,10 +149,11 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     if riff_end > len(data):
         raise ScrubError(f"WebP: RIFF size declares {riff_end} bytes but the data has only "
                          f"{len(data)} (truncated)")
-    chunks = _walk(data, 12, riff_end, options, "the RIFF container")
+    budget = [options.max_structures]
+    chunks = _walk(data, 12, riff_end, budget, "the RIFF container")
     if not chunks:
         raise ScrubError("WebP: no chunks at all")
-    w = _Writer(data, options, findings)
+    w = _Writer(data, options, findings, budget)
 
     first = chunks[0]
     if first.fourcc in _IMAGE:
@@ -187,12 +196,25 @@ def _tags_for(w: _Writer, c: _Chunk) -> tuple[str, ...]:
     return ()
 
 
+def _values_for(w: _Writer, c: _Chunk) -> tuple[tuple[str, str], ...]:
+    """(tag, value) pairs, only when the caller asked for private values."""
+    if not w.options.collect_values or c.fourcc != b"EXIF":
+        return ()
+    payload = w.data[c.payload_at:c.payload_at + c.size]
+    hdr = find_tiff_header(payload)
+    if hdr < 0:
+        return ()
+    return tuple((e.name, e.value) for e in read_tiff(payload[hdr:], collect_values=True).entries
+                 if e.value is not None)
+
+
 def _scrub_extended(w: _Writer, chunks: list[_Chunk]) -> None:
     opts = w.options
     vp8x = chunks[0]
     if vp8x.size < 10:
         raise ScrubError("WebP: VP8X chunk is shorter than its 10-byte header")
     has_image = False
+    icc_flag = bool(w.data[vp8x.payload_at] & FLAG_ICC)
     icc_kept = False
     exif_kept = False
 
@@ -225,12 +247,14 @@ def _scrub_extended(w: _Writer, chunks: list[_Chunk]) -> None:
             if c.fourcc == b"ALPH":
                 w.findings.keep("transparency", "WebP ALPH")
             w.zero_pad(c)
-        elif c.fourcc == b"ICCP" and opts.keep_icc and not icc_kept:
+        elif c.fourcc == b"ICCP" and opts.keep_icc and not icc_kept and icc_flag:
+            # kept only when the VP8X ICC flag says decoders use it: keeping an ICCP the
+            # original did not flag (or setting the flag) would change how it renders
             icc_kept = True
             w.findings.keep("colour profile", "WebP ICCP")
             w.zero_pad(c)
         elif c.fourcc == b"ICCP":
-            w.junk(c, "ICC profile")
+            w.junk(c, "WebP ICCP")
         elif (c.fourcc == b"EXIF" or c.fourcc[:3] == b"XMP") and orientation and not exif_kept \
                 and _place_orientation(w, c, payload, orientation):
             exif_kept = True
@@ -269,10 +293,13 @@ def _place_orientation(w: _Writer, c: _Chunk, payload: bytes, orientation: int) 
     if len(prefix) + len(minimal_tiff(orientation)) > c.size:
         return False
     new = _minimal_exif_payload(prefix, orientation, big_endian, size)
-    original_tags = _tags_for(w, c)
-    # still a removal: every other tag (and the rest of the bytes) is gone
-    w.findings.remove(_carrier(c.fourcc), c.offset, c.span,
-                      tuple(t for t in original_tags if t != "Orientation"))
+    if c.fourcc != b"EXIF" or payload != new + bytes(c.size - len(new)) \
+            or any(w.data[c.payload_at + c.size:c.end]):
+        # a removal unless it already was exactly our minimal block (idempotence):
+        # every other tag and the rest of the bytes are gone
+        w.findings.remove(_carrier(c.fourcc), c.offset, c.span,
+                          tuple(t for t in _tags_for(w, c) if t != "Orientation"),
+                          values=_values_for(w, c))
     w.findings.keep("orientation", f"{orientation} (minimal EXIF)")
     w.out[c.offset:c.offset + 4] = b"EXIF"
     w.out[c.payload_at:c.end] = new + bytes(c.end - c.payload_at - len(new))
@@ -287,7 +314,7 @@ def _scrub_anmf(w: _Writer, c: _Chunk) -> bool:
     if c.size < _ANMF_HEADER:
         raise ScrubError(f"WebP: ANMF frame at offset {c.offset} is shorter than its header")
     start = c.payload_at + _ANMF_HEADER
-    subs = _walk(w.data, start, c.payload_at + c.size, w.options, "an ANMF frame")
+    subs = _walk(w.data, start, c.payload_at + c.size, w.budget, "an ANMF frame")
     image = False
     for s in subs:
         if s.fourcc in _ANMF_KEEP:
@@ -310,11 +337,17 @@ def _compact(w: _Writer, chunks: list[_Chunk], riff_end: int) -> bytes:
         pos = off + span
     out += w.out[pos:riff_end]
 
+    starts = [off for off, _ in drops]
+    acc = [0]
+    for _, span in drops:
+        acc.append(acc[-1] + span)
+
     def removed_before(x: int) -> int:
-        return sum(span for off, span in drops if off + span <= x)
+        # drops never straddle a chunk boundary, so "starts before x" means "ends by x"
+        return acc[bisect.bisect_left(starts, x)]
 
     def removed_within(a: int, b: int) -> int:
-        return sum(span for off, span in drops if off >= a and off + span <= b)
+        return acc[bisect.bisect_left(starts, b)] - acc[bisect.bisect_left(starts, a)]
 
     dropped = set(drops)
     for c in chunks:

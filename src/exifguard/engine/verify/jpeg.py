@@ -3,7 +3,7 @@
 Accepts only:
 * SOI first; DQT, DHT, DAC, DRI, DNL (4-byte payload-less form), SOFn, SOS with its
   scan data, stray RSTn, EOI;
-* JFIF APP0 whose thumbnail bytes (everything after the 14 fixed bytes) are zero;
+* JFIF APP0 whose thumbnail width, height and bytes (all after the first 12) are zero;
 * APP14 `Adobe` whose bytes after the 12 fixed ones are zero;
 * ICC APP2 (`ICC_PROFILE\\0`) only when `keep_icc`;
 * at most one Exif APP1, holding a TIFF with an IFD0 of at most one entry
@@ -18,10 +18,14 @@ The length rule (same length or never larger) is checked by the dispatcher.
 
 from __future__ import annotations
 
+import re
 import struct
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+
+
+_SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 
 
 def _fail(reason: str) -> ScrubError:
@@ -60,6 +64,28 @@ def _check_exif(payload: bytes, at: int) -> None:
         raise _fail(f"Exif segment at {at} has non-zero bytes after its IFD")
 
 
+def _tables_fit(code: int, body: bytes) -> bool:
+    """Structural segments must be exactly as long as their own fields say."""
+    size = len(body)
+    if code == 0xDB:
+        k = 0
+        while k < size:
+            k += 65 if body[k] < 0x10 else 129
+        return k == size
+    if code == 0xC4:
+        k = 0
+        while k + 17 <= size:
+            k += 17 + sum(body[k + 1:k + 17])
+        return k == size
+    if code == 0xDA:
+        return size >= 1 and size == 4 + 2 * body[0]
+    if code == 0xDD:
+        return size == 2
+    if code == 0xCC:
+        return size % 2 == 0
+    return size >= 6 and size == 6 + 3 * body[5]  # SOFn
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     n = len(clean)
     if n < 4 or clean[:2] != b"\xff\xd8":
@@ -96,15 +122,16 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             raise _fail(f"segment 0xFF{code:02X} at {i} has a bad length")
         payload = clean[i + 4:stop]
         if code in (0xC4, 0xCC, 0xDB, 0xDD, 0xDA) or (0xC0 <= code <= 0xCF and code != 0xC8):
-            pass
+            if not _tables_fit(code, payload):
+                raise _fail(f"segment 0xFF{code:02X} at {i} is not a well-formed table")
         elif code == 0xDC:
             if seg_len != 4:
                 raise _fail(f"DNL segment at {i} has an unexpected length")
         elif code == 0xE0:
             if payload[:5] != b"JFIF\0" or len(payload) < 14:
                 raise _fail(f"APP0 at {i} is not JFIF")
-            if any(payload[14:]):
-                raise _fail(f"JFIF segment at {i} still holds thumbnail or extra bytes")
+            if any(payload[12:]):
+                raise _fail(f"JFIF segment at {i} still declares or holds a thumbnail")
         elif code == 0xE1:
             if exif_seen:
                 raise _fail(f"a second APP1 at {i}")
@@ -125,15 +152,9 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             raise _fail(f"segment 0xFF{code:02X} at {i} is not allowed")
         i = stop
         if code == 0xDA:
-            # skip scan data: stop at FF followed by a byte that is not 00, RSTn or FF
-            j = i
-            while True:
-                j = clean.find(b"\xff", j)
-                if j < 0 or j + 1 >= n:
-                    return  # scan data runs to the end (truncated input, accepted)
-                nxt = clean[j + 1]
-                if nxt == 0 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
-                    j += 1
-                    continue
-                break
-            i = j
+            # skip scan data: the next marker is FF followed by a code byte that is
+            # neither 00 (stuffing), RSTn nor FF (fill: the run's last FF is the marker's)
+            hit = _SCAN_END.search(clean, i)
+            if hit is None:
+                return  # scan data runs to the end (truncated input, accepted)
+            i = hit.start()

@@ -1,0 +1,331 @@
+"""Walk one body (or one part of it) and clean every image found, wherever it sits.
+
+Dispatch is by content, never by label: magic bytes first (a raw image under any
+Content-Type), then multipart (boundary from Content-Type, or sniffed from the first
+line), JSON (first non-blank byte ``{``/``[``), a whole-text base64/data URL, and
+urlencoded forms.  Labels only break ties.  Each layer collects its edits and applies
+them only once its own parse succeeded, so a malformed body is never half-rewritten;
+if it nevertheless holds an image signature an error finding is produced (the policy
+blocks), otherwise it passes untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import unquote_to_bytes
+
+from ..engine import ScrubError, sniff
+from . import base64text, form, jsonbody, multipart
+from .model import CarrierOptions, ImageFinding, Scrubber
+
+_EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "HEIC": "heic", "HEIF": "heif",
+        "AVIF": "avif", "TIFF": "tif", "JXL": "jxl"}
+
+_RAW_SIGNATURES = re.compile(
+    rb"\xff\xd8\xff[\xc0-\xc3\xdb\xe0-\xef\xfe]"
+    rb"|\x89PNG\r\n\x1a\n"
+    rb"|GIF8[79]a"
+    rb"|RIFF[\x00-\xff]{4}WEBPVP8"
+    rb"|ftyp(?:heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)"
+    rb"|\x00\x00\x00\x0cJXL \r\n\x87\n", re.S)
+_B64_SIGNATURES = re.compile(
+    rb"data:image/|/9j/[24]|_9j_[24]|iVBORw0KGgo|R0lGOD[dl]h|UklGR[A-Za-z0-9+/]{5}XRUJQVlA4"
+    rb"|ZnR5cGhlaW|ZnR5cG1pZjE|ZnR5cGF2aW", re.I)
+
+_IDENTIFYING = re.compile(
+    r"(?i)((19|20)\d\d[-_.]?[01]\d[-_.]?[0-3]\d|\d{1,2}[.:]\d\d[.:]\d\d|^(img|pxl|dsc|dscn|dcim|mvimg|"
+    r"screenshot|screen shot|photo|whatsapp|signal|telegram)[ _-]|passport|licen[cs]e|\bid\b|resume|"
+    r"\bcv\b|invoice|payslip|tax|bank|medical|^[A-Z][a-z]+[ _][A-Z][a-z]+)")
+
+
+def signature_in(data: bytes) -> str | None:
+    """A strong image signature anywhere in `data` (raw or base64): its kind, else None."""
+    if _RAW_SIGNATURES.search(data):
+        return "raw image signature"
+    if _B64_SIGNATURES.search(data):
+        return "base64 image signature"
+    return None
+
+
+def identifying(name: str | None) -> bool:
+    return bool(name) and _IDENTIFYING.search(name) is not None
+
+
+def neutral_name(name: str, fmt: str | None) -> str:
+    m = re.search(r"\.([A-Za-z0-9]{1,5})$", name)
+    ext = m.group(1) if m else _EXT.get(fmt or "", "bin")
+    return f"image.{ext}"
+
+
+class _Rollback(Exception):
+    pass
+
+
+@dataclass
+class Context:
+    options: CarrierOptions
+    scrub: Scrubber
+    findings: list[ImageFinding] = field(default_factory=list)
+    strings: int = 0
+    hash_fields: list[str] = field(default_factory=list)   # S3 POST fields hashing a file
+    header_edits: int = 0
+
+
+def _apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    out: list[bytes] = []
+    last = 0
+    for s, e, new in sorted(edits, key=lambda t: t[0]):
+        out.append(data[last:s])
+        out.append(new)
+        last = e
+    out.append(data[last:])
+    return b"".join(out)
+
+
+def _join(where: str, label: str) -> str:
+    return f"{where} > {label}" if where else label
+
+
+def _error(ctx: Context, carrier: str, fmt: str | None, size: int, message: str,
+           span: tuple[int, int] | None, filename: str | None = None) -> None:
+    ctx.findings.append(ImageFinding(carrier, fmt, size, filename, None, message, span,
+                                     identifying(filename)))
+
+
+def clean_image(data: bytes, carrier: str, span: tuple[int, int], filename: str | None,
+                ctx: Context) -> bytes | None:
+    """Run the engine on one complete image.  Returns new bytes, or None if unchanged/failed."""
+    fmt = sniff(data)
+    opts = ctx.options
+    if len(ctx.findings) >= opts.max_images:
+        _error(ctx, carrier, fmt, len(data), f"more than {opts.max_images} images in one request; "
+               "not cleaned", span, filename)
+        return None
+    try:
+        result = ctx.scrub(data, opts.scrub)
+    except ScrubError as exc:
+        _error(ctx, carrier, getattr(exc, "format", None) or fmt, len(data), str(exc), span, filename)
+        return None
+    except Exception as exc:  # a cleaner bug must not take the proxy down: fail closed
+        _error(ctx, carrier, fmt, len(data), f"internal error while cleaning the image "
+               f"({type(exc).__name__})", span, filename)
+        return None
+    if opts.scrub.preserve_length and len(result.data) != len(data):
+        _error(ctx, carrier, fmt, len(data), "the cleaner changed the image length; refusing it",
+               span, filename)
+        return None
+    ctx.findings.append(ImageFinding(carrier, result.format or fmt, len(data), filename, result, None,
+                                     span, identifying(filename)))
+    return result.data if result.data != data else None
+
+
+def _clean_text(text: bytes, img: base64text.Base64Image, carrier: str, span: tuple[int, int],
+                filename: str | None, ctx: Context) -> bytes | None:
+    new = clean_image(img.data, carrier, span, filename, ctx)
+    if new is None:
+        return None
+    return base64text.encode(img, new, text[:img.prefix_len])
+
+
+def _b64_label(img_or_text: bytes) -> str:
+    return "data URL" if img_or_text[:5].lower() == b"data:" else "base64"
+
+
+def scan(data: bytes, content_type: str | None, where: str, base: int, depth: int, ctx: Context,
+         filename: str | None = None) -> bytes | None:
+    """Clean every image in `data`; returns the new bytes or None when nothing changed."""
+    span = (base, base + len(data))
+    if sniff(data) is not None:
+        return clean_image(data, where or "raw body", span, filename, ctx)
+    if depth > ctx.options.max_nesting:
+        if signature_in(data):
+            _error(ctx, where or "body", None, len(data), "carriers nested too deeply to inspect", span)
+        return None
+    boundary = multipart.boundary_from_content_type(content_type)
+    if boundary is None and data.startswith(b"--"):
+        boundary = multipart.sniff_boundary(data)
+    if boundary is not None:
+        return scan_multipart(data, boundary, where, base, depth, ctx)
+    if content_type and content_type.split(";")[0].strip().lower().startswith("multipart/"):
+        return _unparseable(data, "cannot parse multipart body (no boundary)", where, base, ctx)
+    if jsonbody.looks_like_json(data):
+        return scan_json(data, where, base, ctx)
+    if base64text.quick_check(data):
+        label = _join(where, f"{_b64_label(data)} text") if where else f"{_b64_label(data)} body"
+        try:
+            img = base64text.decode(data)
+        except base64text.NotReproducible as exc:
+            _error(ctx, label, None, len(data), str(exc), span, filename)
+            return None
+        if img is not None:
+            return _clean_text(data, img, label, span, filename, ctx)
+    if form.looks_like_form(data):
+        return scan_form(data, where, base, ctx)
+    return None
+
+
+def _unparseable(data: bytes, message: str, where: str, base: int, ctx: Context) -> None:
+    if signature_in(data):
+        _error(ctx, where or "body", None, len(data), message, (base, base + len(data)))
+    return None
+
+
+def _head_text(raw: bytes) -> bytes:
+    head = raw[:700]
+    if b"\\" in head:
+        head = jsonbody._ESCAPE.sub(lambda m: bytes([jsonbody._SIMPLE.get(m.group(2), 0)])
+                                    if m.group(2) else bytes([int(m.group(1), 16) & 0xFF]), head)
+    return head
+
+
+def scan_json(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
+    mark = len(ctx.findings)
+    edits: list[tuple[int, int, bytes]] = []
+    opts = ctx.options
+    try:
+        for s in jsonbody.iter_value_strings(data, max_depth=opts.max_json_depth):
+            if s.end - s.start < 16:
+                continue
+            ctx.strings += 1
+            if ctx.strings > opts.max_strings:
+                if signature_in(data[s.start:]):
+                    _error(ctx, _join(where, "JSON body"), None, len(data),
+                           f"more than {opts.max_strings} strings; not all were inspected",
+                           (base, base + len(data)))
+                break
+            raw = data[s.start:s.end]
+            if not base64text.quick_check(_head_text(raw)):
+                continue
+            kind = _b64_label(_head_text(raw))
+            carrier = _join(where, f"JSON {kind} at {s.label}")
+            span = (base + s.start, base + s.end)
+            try:
+                text, reprs = jsonbody.unescape(raw)
+                if jsonbody.escape(text, reprs) != raw:
+                    raise jsonbody.EscapeConflict("escaping not reproducible")
+                img = base64text.decode(text)
+            except (jsonbody.EscapeConflict, base64text.NotReproducible) as exc:
+                _error(ctx, carrier, None, len(raw), f"cannot rewrite this JSON string exactly: {exc}", span)
+                continue
+            if img is None:
+                continue
+            new_text = _clean_text(text, img, carrier, span, None, ctx)
+            if new_text is not None:
+                edits.append((s.start, s.end, jsonbody.escape(new_text, reprs)))
+    except jsonbody.JSONTooDeep as exc:
+        del ctx.findings[mark:]
+        return _unparseable(data, f"cannot inspect JSON body ({exc})", _join(where, "JSON body"), base, ctx)
+    except jsonbody.JSONSyntaxError as exc:
+        del ctx.findings[mark:]
+        return _unparseable(data, f"cannot parse JSON body ({exc})", _join(where, "JSON body"), base, ctx)
+    return _apply(data, edits) if edits else None
+
+
+def scan_form(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
+    try:
+        fields = form.fields(data, max_fields=ctx.options.max_strings)
+    except form.FormError as exc:
+        return _unparseable(data, f"cannot parse form body ({exc})", where, base, ctx)
+    edits: list[tuple[int, int, bytes]] = []
+    for f in fields:
+        raw = data[f.start:f.end]
+        if len(raw) < 16:
+            continue
+        ctx.strings += 1
+        if ctx.strings > ctx.options.max_strings:
+            if signature_in(data[f.start:]):
+                _error(ctx, _join(where, "form body"), None, len(data), "too many form fields to inspect",
+                       (base, base + len(data)))
+            break
+        head = unquote_to_bytes(raw[:700])  # lenient: only to decide whether to look closer
+        if not base64text.quick_check(head):
+            continue
+        carrier = _join(where, f"form field {f.name!r} ({_b64_label(head)})")
+        span = (base + f.start, base + f.end)
+        try:
+            text, reprs = form.unescape(raw)
+            if form.escape(text, reprs) != raw:
+                raise form.EncodingConflict("percent-encoding not reproducible")
+            img = base64text.decode(text)
+        except (form.EncodingConflict, base64text.NotReproducible) as exc:
+            _error(ctx, carrier, None, len(raw), f"cannot rewrite this form field exactly: {exc}", span)
+            continue
+        if img is None:
+            continue
+        new_text = _clean_text(text, img, carrier, span, None, ctx)
+        if new_text is not None:
+            edits.append((f.start, f.end, form.escape(new_text, reprs)))
+    return _apply(data, edits) if edits else None
+
+
+_FILENAME = re.compile(rb'(?i)(\bfilename\*?\s*=\s*)("(?:[^"\\\r\n]|\\.)*"|[^;\r\n]*)')
+_NAME_B64 = re.compile(rb'(?i)(\bname\s*=\s*"?)(base64;)([^";\r\n]*)')
+
+
+def _renamed_headers(block: bytes, fmt: str | None, filename: str | None, b64name: bool) -> bytes:
+    neutral = neutral_name(filename or "", fmt).encode()
+
+    def fn(m: re.Match[bytes]) -> bytes:
+        if m.group(1).rstrip(b" =\t").lower().endswith(b"*"):
+            return m.group(1) + b"UTF-8''" + neutral
+        quoted = m.group(2).startswith(b'"')
+        return m.group(1) + (b'"' + neutral + b'"' if quoted else neutral)
+
+    out = _FILENAME.sub(fn, block)
+    if b64name:
+        out = _NAME_B64.sub(lambda m: m.group(1) + m.group(2) + neutral, out)
+    return out
+
+
+def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: int,
+                   ctx: Context) -> bytes | None:
+    opts = ctx.options
+    try:
+        mp = multipart.parse(data, boundary, max_parts=opts.max_parts)
+    except multipart.MultipartError as exc:
+        return _unparseable(data, f"cannot parse multipart body ({exc})", _join(where, "multipart body"),
+                            base, ctx)
+    edits: list[tuple[int, int, bytes]] = []
+    for i, part in enumerate(mp.parts):
+        payload = data[part.body_start:part.body_end]
+        name = part.name
+        label = _join(where, f"multipart part {name!r}" if name is not None else f"multipart part #{i}")
+        lname = (name or "").lower()
+        if lname == "content-md5" or lname.startswith("x-amz-checksum-"):
+            ctx.hash_fields.append(name or "")
+        filename = part.filename
+        b64name = False
+        if filename is None and name and name.lower().startswith("base64;"):
+            filename, b64name = name.split(";", 1)[1], True
+        mark = len(ctx.findings)
+        span = (base + part.body_start, base + part.body_end)
+        cte = (part.header("content-transfer-encoding") or "").strip().lower()
+        if cte == "quoted-printable":
+            import quopri
+            try:
+                decoded = quopri.decodestring(payload)
+            except ValueError:
+                decoded = b""
+            if sniff(decoded) is not None:
+                _error(ctx, label, sniff(decoded), len(decoded),
+                       "quoted-printable image part cannot be rewritten exactly", span, filename)
+            continue
+        new = scan(payload, part.content_type, label, base + part.body_start, depth + 1, ctx, filename)
+        found = ctx.findings[mark:]
+        if new is not None:
+            if multipart.payload_contains_delimiter(new, boundary):
+                ctx.findings[mark:] = [ImageFinding(f.carrier, f.format, f.size, f.filename, None,
+                                                    "the cleaned image would contain the multipart "
+                                                    "boundary; not rewritten", f.span, f.identifying_name)
+                                       for f in found]
+                new = None
+            else:
+                edits.append((part.body_start, part.body_end, new))
+        if opts.rename_files and found and (part.filename is not None or b64name):
+            block = data[part.header_start:part.header_end]
+            renamed = _renamed_headers(block, found[0].format, filename, b64name)
+            if renamed != block:
+                edits.append((part.header_start, part.header_end, renamed))
+                ctx.header_edits += 1
+    return _apply(data, edits) if edits else None

@@ -1,0 +1,112 @@
+"""JPEG XL cleaner: blanks metadata boxes of the ISOBMFF container in place.
+
+A bare codestream (`FF 0A`) has no metadata carriers (ISO/IEC 18181-1: Exif and XMP
+exist only as container boxes), so it is returned unchanged.  Limitation: the bare
+codestream's own length is not known without decoding it, so bytes appended after a
+bare codestream cannot be told apart from image data and are left as they are.
+
+In the container (ISO/IEC 18181-2) we keep the signature box `JXL `, `ftyp`, `jxll`
+(level), `jxlc`/`jxlp` (the codestream, byte-identical) and `jxli` (frame index).
+Everything else is renamed `free` with its size kept and payload zeroed:
+
+* `Exif`, `xml ` (XMP), `jumb` (JUMBF/C2PA) and `brob` (Brotli-compressed box; its
+  first 4 payload bytes name the wrapped type, usually one of those three).
+  Orientation lives in the codestream header, not in Exif, so nothing is lost.
+* `jbrd` (JPEG bitstream reconstruction data).  It stores the original JPEG's other
+  APPn/COM segments and any trailer (Brotli-compressed), and it rebuilds the Exif/XMP
+  segments from the `Exif`/`xml ` boxes; once those are blank it could only rebuild a
+  different JPEG anyway.  Dropping it keeps the pixels; only the byte-exact JPEG
+  round trip is lost.
+* unknown boxes, and non-zero `free`/`skip` payloads.
+
+Not cleaned: text inside the codestream itself (frame names), which needs a codestream
+parser.  `preserve_length=False` produces the same in-place output.
+"""
+
+from __future__ import annotations
+
+from ..categories import categories_for
+from ..errors import ScrubError
+from ..exif import find_tiff_header, read_tiff
+from ..report import Findings, ScrubOptions
+from ..xmp import xmp_property_names
+from .isobmff import Box, Budget, is_fourcc, read_header
+
+FMT = "JXL"
+SIGNATURE = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+KEEP = frozenset({b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp", b"jxli"})
+PADDING = frozenset({b"free", b"skip"})
+CARRIERS = {b"Exif": "JXL Exif box", b"xml ": "JXL XMP box", b"jumb": "JXL JUMBF box",
+            b"brob": "JXL brob box", b"jbrd": "JXL JPEG reconstruction box"}
+
+
+def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
+    if data[:2] == b"\xff\x0a":
+        return bytes(data)  # bare codestream: no boxes, no metadata carriers
+    if data[:12] != SIGNATURE:
+        raise ScrubError("JXL: neither a bare codestream nor a JPEG XL container")
+    buf = bytearray(data)
+    budget = Budget(FMT, options.max_structures)
+    n = len(buf)
+    boxes: list[Box] = []
+    pos = 0
+    trailing = n
+    while pos < n:
+        if n - pos < 8 or (boxes and not is_fourcc(bytes(buf[pos + 4:pos + 8]))):
+            trailing = pos
+            break
+        budget.spend()
+        try:
+            box = read_header(buf, pos, n, fmt=FMT, top_level=True)
+        except ScrubError:
+            if len(boxes) < 2:
+                raise
+            # A header that does not fit after signature and ftyp: appended data, zeroed below.
+            trailing = pos
+            break
+        boxes.append(box)
+        pos = box.end
+    if len(boxes) < 2 or boxes[1].type != b"ftyp":
+        raise ScrubError("JXL: the container has no ftyp box after its signature")
+    if not any(b.type in (b"jxlc", b"jxlp") for b in boxes):
+        raise ScrubError("JXL: the container holds no codestream (jxlc/jxlp)")
+
+    for box in boxes:
+        if box.type in KEEP:
+            continue
+        head = 16 if box.largesize else 8
+        payload = bytes(buf[box.start + head:box.end])
+        if box.type in PADDING and not any(payload):
+            continue
+        carrier = CARRIERS.get(box.type, f"JXL box {box.name}")
+        tags: list[str] = []
+        values: list[tuple[str, str]] = []
+        inner = payload
+        cats = None
+        if box.type == b"brob":
+            # Not decompressed: the brotli module offers no output bound, and the box goes
+            # whole anyway.  Its category follows the wrapped type (first 4 payload bytes).
+            cats = categories_for(CARRIERS.get(payload[:4], carrier), ())
+            inner = b""
+        if box.type == b"Exif":
+            at = -1
+            if len(inner) >= 4:
+                declared = 4 + int.from_bytes(inner[:4], "big")
+                if inner[declared:declared + 4] in (b"II*\0", b"MM\0*"):
+                    at = declared
+            if at < 0:
+                at = find_tiff_header(inner)
+            if at >= 0:
+                summary = read_tiff(inner[at:], collect_values=options.collect_values)
+                tags = list(summary.names)
+                if options.collect_values:
+                    values = [(e.name, e.value) for e in summary.entries if e.value is not None]
+        elif box.type == b"xml ":
+            tags = xmp_property_names(inner)
+        findings.remove(carrier, box.start, box.size, tags, categories=cats, values=values)
+        buf[box.start + 4:box.start + 8] = b"free"
+        buf[box.start + head:box.end] = bytes(box.end - box.start - head)
+    if trailing < n and any(buf[trailing:]):
+        findings.remove("data after last box", trailing, n - trailing)
+    buf[trailing:] = bytes(n - trailing)
+    return bytes(buf)

@@ -1,0 +1,97 @@
+"""Independent check of a cleaned GIF (written apart from the walker on purpose).
+
+Accepts only: header + logical screen descriptor + colour tables, image blocks,
+Graphic Control Extensions whose first sub-block carries at most the 4 defined
+bytes (anything beyond, and any later sub-block, zero), `NETSCAPE2.0` /
+`ANIMEXTS1.0` holding at most a loop sub-block (`01` + count) and otherwise
+zeros, `ICCRGBG1012` only when ICC is kept, and our neutral padding: Comment
+extensions or Application Extensions with an all-zero identifier whose sub-blocks
+are all zeros.  After the trailer only zeros may follow.
+"""
+
+from __future__ import annotations
+
+from ..errors import ScrubError
+from ..report import ScrubOptions
+
+
+class _Reader:
+    def __init__(self, buf: bytes, limit: int) -> None:
+        self.buf = buf
+        self.left = limit
+
+    def blocks(self, at: int) -> tuple[list[bytes], int]:
+        """Sub-block payloads from `at` up to the 00 terminator; returns (payloads, next offset)."""
+        buf = self.buf
+        got: list[bytes] = []
+        while True:
+            if at >= len(buf):
+                raise ScrubError("sub-blocks run past the end")
+            length = buf[at]
+            at += 1
+            if not length:
+                return got, at
+            if at + length > len(buf):
+                raise ScrubError("sub-block runs past the end")
+            got.append(buf[at:at + length])
+            at += length
+
+
+def _table(flags: int) -> int:
+    return 3 * (1 << ((flags & 7) + 1)) if flags & 0x80 else 0
+
+
+def verify(clean: bytes, options: ScrubOptions) -> None:
+    if clean[:6] not in (b"GIF87a", b"GIF89a") or len(clean) < 13:
+        raise ScrubError("not a GIF")
+    r = _Reader(clean, options.max_structures)
+    at = 13 + _table(clean[10])
+    frames = 0
+    while True:
+        if at >= len(clean):
+            raise ScrubError("no trailer")
+        kind = clean[at]
+        r.left -= 1
+        if r.left < 0:
+            raise ScrubError("too many blocks")
+        if kind == 0x3B:
+            break
+        if kind == 0x2C:
+            if at + 10 > len(clean):
+                raise ScrubError("image descriptor cut off")
+            at += 10 + _table(clean[at + 9]) + 1
+            _, at = r.blocks(at)
+            frames += 1
+            continue
+        if kind != 0x21 or at + 2 > len(clean):
+            raise ScrubError(f"unexpected byte at offset {at}")
+        label = clean[at + 1]
+        where = at
+        payloads, at = r.blocks(at + 2)
+        if label == 0xF9:
+            if payloads and (any(payloads[0][4:]) or any(any(b) for b in payloads[1:])):
+                raise ScrubError(f"graphic control extension at {where} carries extra bytes")
+        elif label == 0xFE:
+            if any(any(b) for b in payloads):
+                raise ScrubError(f"comment at offset {where} is not empty padding")
+        elif label == 0xFF and payloads:
+            ident, rest = payloads[0], payloads[1:]
+            if ident in (b"NETSCAPE2.0", b"ANIMEXTS1.0"):
+                if rest and len(rest[0]) == 3 and rest[0][0] == 1:
+                    rest = rest[1:]
+                if any(any(b) for b in rest):
+                    raise ScrubError(f"looping extension at {where} carries extra bytes")
+            elif ident == b"ICCRGBG1012":
+                if not options.keep_icc:
+                    raise ScrubError("ICC profile extension present although ICC is not kept")
+            elif ident == bytes(11):
+                if any(any(b) for b in rest):
+                    raise ScrubError(f"padding extension at {where} is not all zeros")
+            else:
+                raise ScrubError(f"application extension at {where} is not allowed")
+        else:
+            raise ScrubError(f"extension 0x{label:02X} at offset {where} is not allowed")
+    if not frames:
+        raise ScrubError("no image")
+    if any(clean[at + 1:]):
+        raise ScrubError("non-zero bytes after the trailer")

@@ -1,0 +1,230 @@
+"""Independent check of a cleaned HEIF/HEIC/AVIF file.
+
+Passes only when:
+* the top level holds ftyp (first), one meta, mdat, and free/skip boxes with zero
+  payloads, followed by nothing but zeros;
+* meta holds only the structural boxes, the handler is `pict` with a blank name;
+* every item property is one a renderer needs (ICC only with keep_icc);
+* every item is a coded/derived image, or an Exif item holding exactly an empty TIFF
+  and zeros, or an XMP item holding exactly the empty packet and spaces, or any other
+  item whose payload is all zeros;
+* every byte of mdat/idat that no item references is zero.
+"""
+
+from __future__ import annotations
+
+from ..errors import ScrubError
+from ..report import ScrubOptions
+from ._boxes import B, Counter, all_zero, top_level, u, walk
+
+_PIXEL_ITEMS = {b"hvc1", b"hvt1", b"lhv1", b"av01", b"avc1", b"vvc1", b"vvi1", b"evc1", b"j2k1", b"jpeg",
+                b"unci", b"mski", b"grid", b"iden", b"iovl", b"tmap"}
+_META_CHILDREN = {b"hdlr", b"pitm", b"iinf", b"iloc", b"iref", b"iprp", b"idat", b"dinf", b"grpl",
+                  b"free", b"skip"}
+_PROPS = {b"hvcC", b"av1C", b"avcC", b"vvcC", b"lhvC", b"jpgC", b"j2kH", b"uncC", b"cmpd", b"cmpC", b"icef",
+          b"ispe", b"pixi", b"colr", b"irot", b"imir", b"clap", b"pasp", b"auxC", b"rloc", b"lsel", b"a1op",
+          b"a1lx", b"clli", b"mdcv", b"cclv", b"amve", b"reve", b"ndwt", b"oinf", b"tols", b"iscl", b"ccst",
+          b"free", b"skip"}
+_EMPTY_TIFF = b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00" * 6
+_EMPTY_XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"/>'
+
+
+def _padding_ok(buf: bytes, box: B) -> None:
+    if box.kind in (b"free", b"skip") and not all_zero(buf, box.payload, box.end):
+        raise ScrubError(f"a '{box.kind.decode()}' box still holds data")
+
+
+def verify(clean: bytes, options: ScrubOptions) -> None:
+    buf = clean
+    counter = Counter(options.max_structures)
+    tops, tail = top_level(buf, counter)
+    if not tops or tops[0].kind != b"ftyp":
+        raise ScrubError("no leading ftyp box")
+    if not all_zero(buf, tail, len(buf)):
+        raise ScrubError("bytes after the last box are not zero")
+    metas = []
+    mdats = []
+    for box in tops:
+        if box.kind == b"meta":
+            metas.append(box)
+        elif box.kind == b"mdat":
+            mdats.append(box)
+        elif box.kind in (b"free", b"skip"):
+            _padding_ok(buf, box)
+        elif box.kind != b"ftyp":
+            raise ScrubError(f"top-level box '{box.kind!r}' is not allowed")
+    if len(metas) != 1:
+        raise ScrubError("not exactly one meta box")
+    meta = metas[0]
+    if buf[meta.payload] != 0:
+        raise ScrubError("unexpected meta version")
+    kids: dict[bytes, B] = {}
+    for box in walk(buf, meta.payload + 4, meta.end, counter):
+        if box.kind not in _META_CHILDREN:
+            raise ScrubError(f"meta child '{box.kind!r}' is not allowed")
+        _padding_ok(buf, box)
+        if box.kind not in (b"free", b"skip"):
+            if box.kind in kids:
+                raise ScrubError(f"duplicate meta child '{box.kind!r}'")
+            kids[box.kind] = box
+    hdlr = kids.get(b"hdlr")
+    if hdlr is None or buf[hdlr.payload + 8:hdlr.payload + 12] != b"pict":
+        raise ScrubError("meta handler is not 'pict'")
+    if not all_zero(buf, min(hdlr.payload + 24, hdlr.end), hdlr.end):
+        raise ScrubError("handler name not blank")
+    if b"iprp" in kids:
+        _check_properties(buf, kids[b"iprp"], counter, options)
+    types, encoded = _item_types(buf, kids.get(b"iinf"), counter)
+    idat = kids.get(b"idat")
+    extents = _item_extents(buf, kids.get(b"iloc"), idat, counter)
+
+    covered: list[tuple[int, int]] = []
+    for item_id, spans in extents.items():
+        kind, ctype = types.get(item_id, (b"", b""))
+        if spans is None:
+            if kind in _PIXEL_ITEMS:
+                continue
+            raise ScrubError("a non-image item is stored where it cannot be checked")
+        covered += spans
+        if kind in _PIXEL_ITEMS:
+            continue
+        payload = b"".join(buf[a:b] for a, b in spans)
+        if kind == b"Exif":
+            ok = (payload[:4] == b"\0\0\0\0" and payload[4:18] == _EMPTY_TIFF and not any(payload[18:])) \
+                if len(payload) >= 18 else not any(payload)
+            if not ok:
+                raise ScrubError("an Exif item holds more than an empty TIFF")
+        elif kind == b"mime" and ctype == b"application/rdf+xml":
+            if item_id in encoded:
+                raise ScrubError("an XMP item still declares a content encoding")
+            body = payload[len(_EMPTY_XMP):] if payload.startswith(_EMPTY_XMP) else payload
+            if body.strip(b" "):
+                raise ScrubError("an XMP item holds more than the empty packet")
+        elif any(payload):
+            raise ScrubError("a non-image item still holds data")
+
+    covered.sort()
+    for box in mdats + ([idat] if idat is not None else []):
+        at = box.payload
+        for a, b in covered:
+            if b <= box.payload or a >= box.end:
+                continue
+            if a > at and not all_zero(buf, at, a):
+                raise ScrubError("unreferenced bytes in mdat/idat are not zero")
+            at = max(at, b)
+        if at < box.end and not all_zero(buf, at, box.end):
+            raise ScrubError("unreferenced bytes in mdat/idat are not zero")
+
+
+def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptions) -> None:
+    for box in walk(buf, iprp.payload, iprp.end, counter):
+        _padding_ok(buf, box)
+        if box.kind == b"ipco":
+            for prop in walk(buf, box.payload, box.end, counter):
+                if prop.kind not in _PROPS:
+                    raise ScrubError(f"item property '{prop.kind!r}' is not allowed")
+                _padding_ok(buf, prop)
+                if prop.kind == b"colr" and buf[prop.payload:prop.payload + 4] in (b"prof", b"rICC") \
+                        and not options.keep_icc:
+                    raise ScrubError("an ICC profile is left although keep_icc is off")
+        elif box.kind not in (b"ipma", b"free", b"skip"):
+            raise ScrubError(f"iprp child '{box.kind!r}' is not allowed")
+
+
+def _cstr_end(buf: bytes, at: int, end: int) -> int:
+    k = buf.find(b"\0", at, end)
+    return end if k < 0 else k + 1
+
+
+def _item_types(buf: bytes, iinf: B | None, counter: Counter) -> tuple[dict[int, tuple[bytes, bytes]], set[int]]:
+    """item ID -> (type, mime content type); and the IDs whose content_encoding is not empty."""
+    types: dict[int, tuple[bytes, bytes]] = {}
+    encoded: set[int] = set()
+    if iinf is None:
+        return types, encoded
+    ver = buf[iinf.payload]
+    first = iinf.payload + (6 if ver == 0 else 8)
+    for e in walk(buf, first, iinf.end, counter):
+        if e.kind in (b"free", b"skip"):
+            _padding_ok(buf, e)
+            continue
+        if e.kind != b"infe":
+            raise ScrubError("unexpected box inside iinf")
+        p, end = e.payload, e.end
+        v = u(buf, p, 1, end)
+        if v >= 2:
+            idlen = 2 if v == 2 else 4
+            item_id = u(buf, p + 4, idlen, end)
+            q = p + 4 + idlen + 2
+            kind = buf[q:q + 4]
+            q = _cstr_end(buf, q + 4, end)  # item name
+        else:
+            item_id = u(buf, p + 4, 2, end)
+            kind = b"mime"
+            q = _cstr_end(buf, p + 8, end)
+        ctype = b""
+        if kind == b"mime":
+            q2 = _cstr_end(buf, q, end)
+            ctype = buf[q:q2].rstrip(b"\0").strip().lower()
+            enc_end = _cstr_end(buf, q2, end)
+            if buf[q2:enc_end].strip(b"\0"):
+                encoded.add(item_id)
+        if item_id in types:
+            raise ScrubError("duplicate item ID")
+        types[item_id] = (bytes(kind), bytes(ctype))
+    return types, encoded
+
+
+def _item_extents(buf: bytes, iloc: B | None, idat: B | None,
+                  counter: Counter) -> dict[int, list[tuple[int, int]] | None]:
+    """item ID -> absolute byte spans, or None when the data is elsewhere (method 2, other file)."""
+    out: dict[int, list[tuple[int, int]] | None] = {}
+    if iloc is None:
+        return out
+    end = iloc.end
+    p = iloc.payload
+    ver = u(buf, p, 1, end)
+    if ver > 2:
+        raise ScrubError("unknown iloc version")
+    sizes = u(buf, p + 4, 1, end), u(buf, p + 5, 1, end)
+    osz, lsz, bsz = sizes[0] >> 4, sizes[0] & 0xF, sizes[1] >> 4
+    isz = sizes[1] & 0xF if ver else 0
+    if any(s not in (0, 4, 8) for s in (osz, lsz, bsz, isz)):
+        raise ScrubError("bad iloc field size")
+    idsz = 4 if ver == 2 else 2
+    q = p + 6
+    count = u(buf, q, idsz, end)
+    q += idsz
+    counter.tick(count)
+    for _ in range(count):
+        item_id = u(buf, q, idsz, end)
+        q += idsz
+        method = 0
+        if ver:
+            method = u(buf, q, 2, end) & 0xF
+            q += 2
+        dref = u(buf, q, 2, end)
+        base = u(buf, q + 2, bsz, end)
+        q += 2 + bsz
+        next_ = u(buf, q, 2, end)
+        q += 2
+        counter.tick(next_)
+        if q + next_ * (isz + osz + lsz) > end:
+            raise ScrubError("iloc entry cut short")
+        spans: list[tuple[int, int]] | None = []
+        if dref or method not in (0, 1) or (method == 1 and idat is None):
+            spans = None
+        lo, hi = (idat.payload, idat.end) if method == 1 and idat is not None else (0, len(buf))
+        for _ in range(next_):
+            off = u(buf, q + isz, osz, end)
+            ln = u(buf, q + isz + osz, lsz, end)
+            q += isz + osz + lsz
+            if spans is None:
+                continue
+            a = lo + base + off
+            b = hi if ln == 0 else a + ln
+            if b > hi:
+                raise ScrubError("an item extent points outside the file")
+            spans.append((a, b))
+        out[item_id] = spans
+    return out

@@ -1,0 +1,353 @@
+"""The mitmproxy addons: scrub image uploads to AI services, stream every response.
+
+* `Exifguard` — options, host classification, the scrub in a worker thread, the
+  policy, the event-log line and audit record per image, `exifguard.stats`, and the
+  loopback-only client check.
+* `StreamResponses` — `flow.response.stream = True` for every flow, so chat answers
+  (server-sent events) are never held back by the proxy.
+
+`make_addons()` returns both; `mitmdump -s` scripts use it.
+
+Why the order of checks matters:
+  * `requestheaders` is the last point where buffering can be guaranteed: a watched
+    upload that mitmproxy already decided to stream is killed, never forwarded raw;
+  * the heavy work (carrier parsing + engine) runs in `asyncio.to_thread` so other
+    flows keep moving while a 12 MP photo is cleaned;
+  * every failure path fails closed unless the person chose exifguard_on_error=pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Callable
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence  # mitmproxy option typespecs want typing.Sequence
+
+from mitmproxy import command, connection, ctx, exceptions, http
+
+from . import policy
+from .audit import AuditLog, ImageRecord, strip_query
+from .hosts import HostSet, Match, normalise_host
+from .logline import escape, human_size, image_line
+from .policy import Action, Mode, OnError, Outcome
+
+log = logging.getLogger("exifguard")
+
+SELFTEST_HEADER = "x-exifguard-selftest"
+SELFTEST_SINK_HEADER = "x-exifguard-selftest-sink"
+META = "exifguard"
+
+RewriteFn = Callable[..., Any]
+
+
+def parse_hosts(extra: Sequence[str], remove: Sequence[str]) -> HostSet:
+    """Option values -> HostSet (raises ValueError naming the bad entry)."""
+    return HostSet.build(extra=[h for h in extra if h.strip()], remove=[h for h in remove if h.strip()])
+
+
+def is_loopback(peer: str) -> bool:
+    try:
+        addr = ipaddress.ip_address(peer.rsplit("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_loopback
+
+
+@dataclass
+class Stats:
+    requests_seen: int = 0
+    uploads_checked: int = 0
+    stripped: int = 0
+    blocked: int = 0
+    passed: int = 0
+    audit: int = 0
+    killed: int = 0
+    rejected_clients: int = 0
+
+    def count(self, action: Action) -> None:
+        setattr(self, action.value, getattr(self, action.value) + 1)
+
+    def text(self) -> str:
+        return (f"exifguard since start: {self.requests_seen} requests seen, "
+                f"{self.uploads_checked} uploads checked; images stripped {self.stripped}, "
+                f"blocked {self.blocked}, passed {self.passed}, audited {self.audit}; "
+                f"flows killed {self.killed}, non-loopback clients refused {self.rejected_clients}")
+
+
+@dataclass(frozen=True)
+class _FallbackCarrierOptions:
+    """Used only when exifguard.carriers is not importable (a fake rewrite is injected)."""
+
+    scrub: Any = None
+    rename_files: bool = False
+    max_body_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass
+class _Watch:
+    match: Match
+    host: str
+    path: str
+    method: str
+    selftest_port: int | None = None
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Exifguard:
+    """Scrub images in requests to AI hosts; see the module docstring."""
+
+    name = "exifguard"
+
+    def __init__(self, rewrite: RewriteFn | None = None) -> None:
+        self._rewrite = rewrite
+        self.hosts = HostSet.build()
+        self.mode = Mode.STRIP
+        self.on_error = OnError.BLOCK
+        self.audit: AuditLog | None = None
+        self.stats = Stats()
+
+    # ---- options -------------------------------------------------------------------
+    def load(self, loader: Any) -> None:
+        loader.add_option("exifguard_hosts", Sequence[str], [],
+                          "Extra hosts whose uploads exifguard cleans (example.com or *.example.com). "
+                          "Add them to allow_hosts too (exifguard run does this).")
+        loader.add_option("exifguard_hosts_remove", Sequence[str], [],
+                          "Hosts to remove from exifguard's default AI host list.")
+        loader.add_option("exifguard_mode", str, "strip",
+                          "strip: remove metadata from uploaded images; audit: log what would be "
+                          "removed and forward unchanged; block: refuse every image upload.",
+                          choices=[m.value for m in Mode])
+        loader.add_option("exifguard_on_error", str, "block",
+                          "When an image cannot be cleaned: block (answer 422, nothing is sent) or "
+                          "pass (forward it unchanged and log a warning).",
+                          choices=[o.value for o in OnError])
+        loader.add_option("exifguard_audit_log", str, "",
+                          "Path of the JSON Lines audit log (one record per image, mode 0600); "
+                          "empty: no audit log.")
+        loader.add_option("exifguard_log_values", bool, False,
+                          "Include metadata values and original file names in the event log and "
+                          "audit log (private data; off by default).")
+        loader.add_option("exifguard_rename_files", bool, False,
+                          "Replace multipart file names (which often encode capture times) with a "
+                          "neutral name.")
+        loader.add_option("exifguard_keep_icc", bool, True,
+                          "Keep ICC colour profiles (they render colours; they can name a device).")
+        loader.add_option("exifguard_allow_remote", bool, False,
+                          "Accept proxy clients from non-loopback addresses (default: refuse them).")
+        loader.add_option("exifguard_selftest_token", str, "",
+                          "Secret set by `exifguard run` so `exifguard selftest` can route one "
+                          "request to a local sink; empty disables the selftest route.")
+
+    def configure(self, updated: set[str]) -> None:
+        opts = ctx.options
+        try:
+            if "exifguard_hosts" in updated or "exifguard_hosts_remove" in updated:
+                self.hosts = parse_hosts(opts.exifguard_hosts, opts.exifguard_hosts_remove)
+            if "exifguard_mode" in updated:
+                self.mode = policy.parse_mode(opts.exifguard_mode)
+            if "exifguard_on_error" in updated:
+                self.on_error = policy.parse_on_error(opts.exifguard_on_error)
+        except ValueError as exc:
+            raise exceptions.OptionsError(str(exc)) from exc
+        if "stream_large_bodies" in updated and getattr(opts, "stream_large_bodies", None):
+            raise exceptions.OptionsError(
+                "exifguard cannot check streamed request bodies: unset stream_large_bodies "
+                "(use body_size_limit to cap memory instead)")
+        if "exifguard_audit_log" in updated or "exifguard_log_values" in updated:
+            if self.audit is not None:
+                self.audit.close()
+                self.audit = None
+            if opts.exifguard_audit_log:
+                try:
+                    self.audit = AuditLog(opts.exifguard_audit_log, with_values=opts.exifguard_log_values)
+                except OSError as exc:
+                    raise exceptions.OptionsError(
+                        f"cannot open exifguard audit log {opts.exifguard_audit_log}: {exc.strerror}") from exc
+
+    def done(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+            self.audit = None
+
+    # ---- connections -----------------------------------------------------------------
+    def client_connected(self, client: connection.Client) -> None:
+        if ctx.options.exifguard_allow_remote:
+            return
+        peer = client.peername[0] if client.peername else ""
+        if not is_loopback(str(peer)):
+            self.stats.rejected_clients += 1
+            log.warning("exifguard: refused proxy client %s (not loopback; set "
+                        "exifguard_allow_remote to allow)", escape(peer, 60))
+            client.error = "exifguard accepts only loopback clients"
+
+    # ---- requests --------------------------------------------------------------------
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        self.stats.requests_seen += 1
+        req = flow.request
+        if req.method.upper() == "OPTIONS":  # CORS preflight: never touched
+            return
+        host = req.pretty_host
+        match = self.hosts.classify(host, req.headers.get("origin"), req.headers.get("referer"))
+        if match is None:
+            return
+        watch = _Watch(match, normalise_host(host), req.path, req.method.upper())
+        token = ctx.options.exifguard_selftest_token
+        if token and SELFTEST_HEADER in req.headers:
+            import hmac
+            if hmac.compare_digest(req.headers[SELFTEST_HEADER].encode(), token.encode()):
+                try:
+                    watch.selftest_port = int(req.headers.get(SELFTEST_SINK_HEADER, ""))
+                except ValueError:
+                    watch.selftest_port = None
+            del req.headers[SELFTEST_HEADER]
+            req.headers.pop(SELFTEST_SINK_HEADER, None)
+        flow.metadata[META] = watch
+        if req.stream:
+            self.stats.killed += 1
+            log.error("exifguard: killed upload to %s: mitmproxy was about to stream its body "
+                      "unchecked (stream_large_bodies); nothing was sent", escape(watch.host))
+            flow.kill()
+            return
+        req.stream = False
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        watch = flow.metadata.get(META)
+        if not isinstance(watch, _Watch) or flow.response or flow.error or not flow.live:
+            return
+        req = flow.request
+        if req.raw_content is None:
+            self.stats.killed += 1
+            log.error("exifguard: upload to %s%s was streamed, not buffered: it may have leaked "
+                      "metadata; connection killed", escape(watch.host), escape(strip_query(watch.path)))
+            flow.kill()
+            return
+        if req.raw_content:
+            await self._scrub(flow, watch)
+        if watch.selftest_port and flow.live and flow.response is None:
+            # `exifguard selftest`: deliver to its local sink instead of the real service.
+            req.scheme, req.host, req.port = "http", "127.0.0.1", watch.selftest_port
+
+    def _carrier_options(self) -> Any:
+        from ..engine.report import ScrubOptions
+        scrub = ScrubOptions(keep_icc=ctx.options.exifguard_keep_icc,
+                             collect_values=ctx.options.exifguard_log_values)
+        try:
+            from ..carriers import CarrierOptions
+        except ImportError:
+            return _FallbackCarrierOptions(scrub, ctx.options.exifguard_rename_files)
+        return CarrierOptions(scrub=scrub, rename_files=ctx.options.exifguard_rename_files)
+
+    def _rewrite_fn(self) -> RewriteFn:
+        if self._rewrite is None:
+            from ..carriers import rewrite_request
+            self._rewrite = rewrite_request
+        return self._rewrite
+
+    async def _scrub(self, flow: http.HTTPFlow, watch: _Watch) -> None:
+        req = flow.request
+        self.stats.uploads_checked += 1
+        try:
+            body = req.content
+        except ValueError:  # a Content-Encoding that does not decode
+            body = None
+        if body is None:
+            return self._respond_error(flow, watch, "the upload's Content-Encoding could not be decoded")
+        try:
+            rewrite = self._rewrite_fn()
+            options = self._carrier_options()
+            headers = list(req.headers.items(multi=True))
+            rw = await asyncio.to_thread(rewrite, req.method, req.pretty_url, headers, body, options)
+        except Exception as exc:  # noqa: BLE001 - any failure here must fail closed
+            log.exception("exifguard: internal error while checking an upload")
+            return self._respond_error(flow, watch, f"internal error while checking the upload "
+                                                    f"({type(exc).__name__})")
+        if not rw.images and not rw.blockers:
+            return
+        states = [policy.ImageState(ok=i.result is not None and not i.error, error=i.error)
+                  for i in rw.images]
+        decision = policy.decide(self.mode, self.on_error, states, rw.blockers)
+        if not flow.live or flow.response is not None:
+            return
+        if decision.outcome is Outcome.RESPOND:
+            flow.response = http.Response.make(decision.status or 403, decision.text or "",
+                                               {"content-type": "text/plain; charset=utf-8"})
+        elif decision.outcome is Outcome.FORWARD_CLEANED:
+            if rw.body is not body and rw.body != body:
+                req.content = rw.body
+            for k, v in rw.set_headers.items():
+                req.headers[k] = v
+        if decision.warning:
+            log.warning("exifguard: WARNING %s%s: %s", escape(watch.host),
+                        escape(strip_query(watch.path), 80), escape(decision.warning))
+        if decision.outcome is Outcome.RESPOND and not rw.images:
+            log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host),
+                        escape("; ".join(rw.blockers)))
+        blocker_reason = "; ".join(rw.blockers) or None
+        for img, action in zip(rw.images, decision.actions):
+            self._report(flow, watch, img, action, img.error or (blocker_reason if action in
+                                                                   (Action.BLOCKED, Action.PASSED) else None))
+
+    def _respond_error(self, flow: http.HTTPFlow, watch: _Watch, reason: str) -> None:
+        if self.mode is Mode.AUDIT or self.on_error is OnError.PASS:
+            log.warning("exifguard: WARNING forwarded upload to %s unchecked: %s",
+                        escape(watch.host), escape(reason))
+            return
+        log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(reason))
+        flow.response = http.Response.make(policy.ERROR_STATUS, policy.block_text(reason),
+                                           {"content-type": "text/plain; charset=utf-8"})
+
+    def _report(self, flow: http.HTTPFlow, watch: _Watch, img: Any, action: Action,
+                error: str | None) -> None:
+        self.stats.count(action)
+        r = img.result
+        values: list[tuple[str, str]] = []
+        if ctx.options.exifguard_log_values and r is not None:
+            for rem in r.removed:
+                values.extend(rem.values)
+        line = image_line(host=watch.host, action=action.value, fmt=img.format, size=img.size,
+                          removed=r.removed if r is not None else (),
+                          kept=r.kept if r is not None else (), error=error, values=values)
+        if action in (Action.BLOCKED, Action.PASSED):
+            log.warning(line)
+        else:
+            log.info(line)
+        if self.audit is not None:
+            rec = ImageRecord(host=watch.host, path=watch.path, method=watch.method,
+                              request_id=flow.id, carrier=img.carrier, format=img.format,
+                              input_bytes=img.size, action=action.value, result=r, error=error,
+                              filename=img.filename, selftest=watch.selftest_port is not None)
+            try:
+                self.audit.write(rec)
+            except (OSError, ValueError) as exc:
+                log.error("exifguard: could not write the audit log: %s", exc)
+
+    # ---- commands --------------------------------------------------------------------
+    @command.command("exifguard.stats")
+    def stats_command(self) -> str:
+        """Counts of requests seen and images stripped/blocked/passed/audited since start."""
+        return self.stats.text()
+
+
+class StreamResponses:
+    """Stream every response so chat answers (SSE) reach the browser as they are produced."""
+
+    name = "exifguard_stream_responses"
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        if flow.response is not None:
+            flow.response.stream = True
+
+
+def make_addons(rewrite: Optional[RewriteFn] = None) -> list[object]:
+    """The addon list for `mitmdump -s` scripts and in-process masters."""
+    return [Exifguard(rewrite), StreamResponses()]
+
+
+__all__ = ["Exifguard", "StreamResponses", "Stats", "make_addons", "human_size", "parse_hosts"]

@@ -1,0 +1,77 @@
+"""Proxy auto-config (PAC): AI hosts go to exifguard, everything else goes DIRECT.
+
+There is deliberately **no "; DIRECT" fallback** for the AI hosts: when exifguard is
+stopped, an upload fails visibly instead of silently bypassing the cleaner.  The
+PAC receives the host without the port; we compare exact names and ".suffix"
+matches ourselves (dnsDomainIs("evilclaude.ai", "claude.ai") would be true).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Iterable
+
+from .hosts import HostSet
+
+PAC_PATH = "/proxy.pac"
+PAC_TYPE = "application/x-ns-proxy-autoconfig"
+
+
+def pac_text(hosts: HostSet | Iterable[tuple[str, bool]], proxy: str = "127.0.0.1:8080") -> str:
+    entries = hosts.pac_entries() if isinstance(hosts, HostSet) else list(hosts)
+    exact = sorted({d for d, _ in entries})
+    suffixes = sorted({d for d, sub in entries if sub})
+    if any(c in proxy for c in "\"'\\;\n ") or ":" not in proxy:
+        raise ValueError(f"invalid proxy address {proxy!r}: use HOST:PORT")
+    return f"""// exifguard proxy auto-config: only AI upload hosts go through exifguard.
+// No DIRECT fallback for them: if exifguard is not running, those uploads fail
+// instead of leaving with their metadata.  Everything else goes DIRECT.
+var EXIFGUARD_PROXY = "PROXY {proxy}";
+var EXIFGUARD_EXACT = {json.dumps(exact)};
+var EXIFGUARD_SUFFIX = {json.dumps(suffixes)};
+
+function FindProxyForURL(url, host) {{
+  var h = String(host).toLowerCase();
+  if (h.charAt(h.length - 1) === ".") {{ h = h.substring(0, h.length - 1); }}
+  var i;
+  for (i = 0; i < EXIFGUARD_EXACT.length; i++) {{
+    if (h === EXIFGUARD_EXACT[i]) {{ return EXIFGUARD_PROXY; }}
+  }}
+  for (i = 0; i < EXIFGUARD_SUFFIX.length; i++) {{
+    var s = "." + EXIFGUARD_SUFFIX[i];
+    if (h.length > s.length && h.substring(h.length - s.length) === s) {{ return EXIFGUARD_PROXY; }}
+  }}
+  return "DIRECT";
+}}
+"""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    pac: bytes = b""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        if self.path.split("?", 1)[0] not in (PAC_PATH, "/"):
+            self.send_error(404)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", PAC_TYPE)
+        self.send_header("Content-Length", str(len(self.pac)))
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.wfile.write(self.pac)
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet
+        pass
+
+
+def serve(pac: str, port: int = 0, host: str = "127.0.0.1") -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve the PAC on loopback in a daemon thread; returns (server, url)."""
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        raise ValueError("the PAC server listens on loopback only")
+    handler = type("PacHandler", (_Handler,), {"pac": pac.encode()})
+    srv = http.server.ThreadingHTTPServer((host, port), handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, name="exifguard-pac", daemon=True).start()
+    return srv, f"http://{host}:{srv.server_address[1]}{PAC_PATH}"
