@@ -24,7 +24,7 @@ __all__ = [
 # format name -> module name under .formats and .verify (Pillow-style plugin table)
 _MODULES = {
     "JPEG": "jpeg", "PNG": "png", "WEBP": "webp", "GIF": "gif",
-    "HEIC": "heif", "HEIF": "heif", "AVIF": "heif", "TIFF": "tiff", "JXL": "jxl",
+    "HEIC": "heif", "HEIF": "heif", "AVIF": "heif", "TIFF": "tiff", "JXL": "jxl", "BMP": "bmp",
 }
 
 

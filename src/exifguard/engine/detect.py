@@ -16,7 +16,8 @@ _JP2_SIG = b"\x00\x00\x00\x0cjP  \r\n\x87\n"
 _JXL_CONTAINER = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 
 #: Formats the engine knows how to scrub (see `exifguard.engine.formats`).
-SCRUBBABLE = frozenset({"JPEG", "PNG", "WEBP", "GIF", "HEIC", "HEIF", "AVIF", "TIFF", "JXL"})
+SCRUBBABLE = frozenset({"JPEG", "PNG", "WEBP", "GIF", "HEIC", "HEIF", "AVIF", "TIFF", "JXL",
+                        "BMP"})
 
 
 def _isobmff_kind(data: bytes) -> str | None:
