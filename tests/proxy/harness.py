@@ -66,7 +66,7 @@ def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, cert
     argv = [sys.executable, "-m", "exifguard.cli", "run", "--certs", str(certs), "--port", "0",
             "--audit-log", str(audit), *run_args, "--",
             "--set", f"ssl_verify_upstream_trusted_ca={sink_cert}",
-            "--map-remote", f"|//({hosts})/|//localhost:{sink_port}/"]
+            "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(k, None)
