@@ -1,11 +1,12 @@
 """Browser journey machinery: site + sink, the exifguard proxy process, and Chromium.
 
-The set-up follows the README quickstart with the same commands a person types:
+The set-up follows the README quickstart with the same commands a person types
+(plus --certs/--audit-log/--port so a test run never touches the real ones):
 
-    exifguard run --certs DIR --audit-log LOG      # the proxy (plus test-only mitmdump args)
-    exifguard cert install --nssdb ~/.pki/nssdb    # trust its CA in Chromium's NSS db
-    exifguard pac -o proxy.pac --proxy HOST:PORT   # route only AI hosts through it
-    chromium --proxy-pac-url=http://127.0.0.1:PORT/proxy.pac
+    exifguard run --port P                                  # the proxy (creates its CA)
+    exifguard cert install --nssdb ~/.pki/nssdb             # trust the CA in Chromium's NSS db
+    exifguard pac -o proxy.pac --proxy 127.0.0.1:P --serve Q   # only AI hosts go to the proxy
+    chromium --proxy-pac-url=http://127.0.0.1:Q/proxy.pac
 
 Only two things are test-specific, and both sit *outside* exifguard:
   * mitmdump's map_remote sends the intercepted AI hosts to the local sink, which
@@ -44,10 +45,10 @@ REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("EXIFGUARD_CHROMIUM", "/usr/bin/chromium"))
 OUTPUT = REPO / "test-output" / "browser"
 
-#: AI hosts the test uses that exifguard intercepts (the PAC sends them to the proxy).
+#: AI hosts the test uses that exifguard intercepts (the PAC sends them to the proxy, whose
+#: map_remote sends them on to the sink).  The other SITE_HOSTS (chatgpt.com,
+#: gemini.google.com, devapp.exifguard.test) are left alone by exifguard and load directly.
 INTERCEPTED = ("claude.ai", "files.oaiusercontent.com", "push.clients6.google.com", "api.openai.com")
-#: Origins exifguard leaves alone; the browser reaches them directly.
-DIRECT = ("chatgpt.com", "gemini.google.com", "devapp.exifguard.test")
 
 CHROMIUM_FLAGS = [
     # keep a headless browser off the network and quiet
@@ -177,7 +178,6 @@ class Journey:
         self.sink = sink
         self.proxy = proxy
         self.pac_url = pac_url
-        self.site = f"127.0.0.1:{sink.port}"
 
     def open(self, url: str):
         page = self.context.new_page()

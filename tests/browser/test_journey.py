@@ -187,6 +187,30 @@ def test_upload_arrives_clean(journey: Journey, up: UploadPath, photo: Photo) ->
     assert photo.marker is None or photo.marker.decode() not in str(rec)
 
 
+def test_pac_sends_only_ai_hosts_through_exifguard(journey: Journey) -> None:
+    """claude.ai arrives with a certificate from exifguard's CA (intercepted via the PAC);
+    chatgpt.com, which exifguard deliberately leaves alone, with the site's own."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    ca = x509.load_pem_x509_certificate((journey.proxy.certs / "mitmproxy-ca-cert.pem").read_bytes())
+    ca_cn = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    constraints = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert constraints.critical and constraints.value.permitted_subtrees, "the CA is not name-constrained"
+
+    issuers = {}
+    for url in ("https://claude.ai/new", "https://chatgpt.com/"):
+        page = journey.context.new_page()
+        try:
+            response = page.goto(url, wait_until="load")
+            assert response is not None and response.ok
+            issuers[url] = (response.security_details() or {}).get("issuer")
+        finally:
+            page.close()
+    assert issuers["https://claude.ai/new"] == ca_cn
+    assert issuers["https://chatgpt.com/"] == "exifguard browser-test web PKI (throwaway)"
+
+
 @pytest.mark.parametrize("up", [PATHS[0], PATHS[1]], ids=["claude-multipart", "chatgpt-put"])
 def test_stopped_proxy_fails_closed(journey: Journey, up: UploadPath) -> None:
     """The PAC has no DIRECT fallback: with exifguard down the upload fails, visibly.

@@ -8,10 +8,28 @@ import struct
 import pytest
 from PIL import Image
 
-from exifguard import ScrubError, scrub
-from exifguard.engine.report import ScrubOptions
+from exifguard import ScrubError, ScrubResult
+from exifguard import scrub as public_scrub
+from exifguard.engine.detect import SCRUBBABLE
+from exifguard.engine.formats import bmp as walker
+from exifguard.engine.report import Findings, ScrubOptions
 from exifguard.engine.verify import bmp as verify_bmp
 from support import canary
+
+
+def scrub(data: bytes, **kw: bool) -> ScrubResult:
+    """The engine's path (walker, length check, verifier) for BMP.
+
+    Runs through the public API once BMP is registered in the engine; until then the
+    same steps are taken here so the cleaner is tested either way."""
+    if "BMP" in SCRUBBABLE:
+        return public_scrub(data, **kw)
+    opts = ScrubOptions(**kw)
+    findings = Findings()
+    out = walker.scrub(data, opts, findings)
+    assert len(out) == len(data)
+    verify_bmp.verify(out, opts)
+    return ScrubResult(out, "BMP", tuple(findings.removed), tuple(findings.kept), len(data))
 
 MARK = b"EGBMPMARK42"
 

@@ -70,5 +70,7 @@ def params(*formats: str, broken: bool | None = False) -> list:
     """pytest parameters (with ids) for corpus files; a single skip marker if no corpus."""
     fs = files(*formats, broken=broken)
     if not fs:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"corpus not found at {CORPUS}"))]
+        reason = (f"corpus not found at {CORPUS}" if not manifest()
+                  else f"the corpus has no {'broken' if broken else ''} {'/'.join(formats) or 'any'} files")
+        return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
     return [pytest.param(f, id=f.name) for f in fs]

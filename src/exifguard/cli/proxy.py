@@ -126,6 +126,14 @@ def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts, constrained
     return a + passthrough
 
 
+def _free_port(host: str) -> int:
+    import socket
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host if host not in ("", "localhost") else "127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _write_private_json(path: Path, data: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -137,6 +145,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..proxy import ca, pac
     certs = _certs(args)
     hosts = _hosts(args)
+    if args.port == 0:  # pick one now so the banner, the PAC and selftest know it
+        args.port = _free_port(args.host)
     info, created = ca.ensure_ca(certs, hosts.domains())
     if created:
         print(f"exifguard: created a new CA limited to the AI hosts: {info.cert_path}")
@@ -165,23 +175,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     pac_file = certs / PAC_NAME
     pac_url = None
     pac_srv = None
-    if args.port:
-        text = pac.pac_text(hosts, proxy_addr)
-        pac_file.write_text(text)
-        if args.pac_port is not None and args.pac_port >= 0:
-            try:
-                pac_srv, pac_url = pac.serve(text, args.pac_port)
-            except OSError as exc:
-                print(f"exifguard: could not serve the PAC on port {args.pac_port}: {exc.strerror}",
-                      file=sys.stderr)
+    text = pac.pac_text(hosts, proxy_addr)
+    pac_file.write_text(text)
+    pac_port = args.port + 1 if args.pac_port is None else args.pac_port
+    if pac_port >= 0:
+        try:
+            pac_srv, pac_url = pac.serve(text, pac_port)
+        except OSError as exc:
+            print(f"exifguard: could not serve the PAC on 127.0.0.1:{pac_port} ({exc.strerror}); "
+                  "use the file, or --pac-port", file=sys.stderr)
     print(f"exifguard proxy: http://{proxy_addr}  (HTTPS intercepted only for "
           f"{len(hosts.entries)} AI upload hosts; everything else is tunnelled untouched)")
     print(f"CA certificate:  {info.cert_path}  ({'limited to the AI domains' if info.constrained else 'UNCONSTRAINED'}"
           f", expires {info.not_after.date()})")
     print(f"  install it once: exifguard cert install{'' if args.certs is None else f' --certs {certs}'}"
           "   (preview: --dry-run)")
-    if args.port:
-        print(f"PAC file:        {pac_file}" + (f"\n  PAC URL:       {pac_url}" if pac_url else ""))
+    print(f"PAC URL:         {pac_url or '(not served)'}   file: {pac_file}")
     if audit_log:
         print(f"audit log:       {audit_log}")
     print("check it works:  exifguard selftest" + ("" if args.certs is None else f" --certs {certs}")
@@ -347,7 +356,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                                    "mitmdump unchanged.")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; anything "
                    "else exposes the proxy to other machines)")
-    p.add_argument("--port", type=int, default=8080, help="listen port (default 8080)")
+    p.add_argument("--port", type=int, default=8080, help="listen port (default 8080; 0: a free port)")
     _certs_arg(p)
     p.add_argument("--audit-log", type=Path, default=None, metavar="PATH",
                    help="JSON Lines audit log (default: <certs>/audit.jsonl)")
@@ -355,7 +364,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--mode", choices=["strip", "audit", "block"], default="strip")
     p.add_argument("--on-error", choices=["block", "pass"], default="block")
     p.add_argument("--pac-port", type=int, default=None, metavar="PORT",
-                   help="also serve the PAC file on 127.0.0.1:PORT (0: any free port)")
+                   help="serve the PAC file on 127.0.0.1:PORT (default: proxy port + 1; 0: any free "
+                        "port; -1: do not serve)")
     _add_host_args(p)
     p.add_argument("mitmdump_args", nargs=argparse.REMAINDER, metavar="-- MITMDUMP_ARGS",
                    help="passed to mitmdump unchanged")
