@@ -124,7 +124,7 @@ class Upload:
     """"claude multipart", "chatgpt put", "gemini resumable" or "openai json"."""
     path: str
     content_type: str
-    image: bytes
+    image: bytes = field(repr=False)  # never print a photo's bytes in a failure message
     declared_size: int | None = None
     """The size the client stated before sending the bytes (file_size, x-goog-upload-header-content-length)."""
 

@@ -62,8 +62,8 @@ class Builder:
 
     def __init__(self, bo: str = "<", big: bool = False) -> None:
         self.bo, self.big = bo, big
-        self.buf = bytearray((b"II" if bo == "<" else b"MM")
-                             + (struct.pack(bo + "HHHQ", 43, 8, 0, 0) if big else struct.pack(bo + "HI", 42, 0)))
+        head = struct.pack(bo + "HHHQ", 43, 8, 0, 0) if big else struct.pack(bo + "HI", 42, 0)
+        self.buf = bytearray((b"II" if bo == "<" else b"MM") + head)
         self.osz = 8 if big else 4
 
     def blob(self, data: bytes) -> int:
@@ -158,7 +158,9 @@ def pillow_tiff(bo: str = "<", big: bool = False, **save) -> bytes:
     ifd[34853] = {0x1D: "2024:01:02", 0x12: MARK + "-datum"}
     ifd[50000] = MARK + "-private"
     ifd[65000] = MARK + "-private2"
-    ifd[700] = f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:creator>{MARK}</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>'.encode()
+    ifd[700] = ('<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+                '02/22-rdf-syntax-ns#"><rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/">'
+                f'<dc:creator>{MARK}</dc:creator></rdf:Description></rdf:RDF></x:xmpmeta>').encode()
     ifd.tagtype[700] = 1
     buf = io.BytesIO()
     TiffImagePlugin.WRITE_LIBTIFF = False
@@ -408,7 +410,6 @@ def hostile_cases() -> list[tuple[str, bytes]]:
     data[next_at:next_at + 4] = struct.pack("<I", first)
     cases.append(("chain loop", bytes(data)))
     b = Builder("<")
-    first_guess = len(b.buf) + 64 + 8 + 1 + 2  # computed below instead
     sub_self = b.ifd(gray_page(b, extra=[(330, 4, [0])]))
     data = bytearray(b.done(sub_self))
     # point SubIFDs at its own directory
@@ -417,7 +418,6 @@ def hostile_cases() -> list[tuple[str, bytes]]:
         if struct.unpack_from("<H", data, p)[0] == 330:
             data[p + 8:p + 12] = struct.pack("<I", sub_self)
     cases.append(("subifd loop", bytes(data)))
-    del first_guess
     b = Builder("<")
     cases.append(("strip past end", b.done(b.ifd([(256, 3, [8]), (257, 3, [8]), (258, 3, [8]),
                                                   (262, 3, [1]), (273, 4, [5000]), (277, 3, [1]),
@@ -436,6 +436,17 @@ def hostile_cases() -> list[tuple[str, bytes]]:
     cases.append(("bigtiff bad bytesize", big[:4] + b"\0\x04" + big[6:]))
     b = Builder("<")
     cases.append(("no image data", b.done(b.ifd([(256, 3, [8]), (257, 3, [8]), (315, 2, text("x"))]))))
+    b = Builder("<")
+    b.blob(b"")
+    artist_at = len(b.buf)  # ifd() writes the only out-of-line value (Artist) here
+    cases.append(("strip overlaps removed value", b.done(b.ifd([
+        (256, 3, [4]), (257, 3, [4]), (258, 3, [8]), (262, 3, [1]), (273, 4, [artist_at]),
+        (277, 3, [1]), (279, 4, [16]), (315, 2, (MARK + "-artist").encode()[:15] + b"\0")]))))
+    b = Builder("<")
+    deepest = b.ifd(gray_page(b, 2, 2))
+    for _ in range(12):
+        deepest = b.ifd(gray_page(b, 2, 2, extra=[(330, 4, [deepest])]))
+    cases.append(("subifds nested too deep", b.done(deepest)))
     return cases
 
 

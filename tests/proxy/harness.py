@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAPPED = ["claude.ai", "files.oaiusercontent.com", "api.openai.com", "api.anthropic.com"]
-LISTEN = re.compile(r"HTTP\(S\) proxy listening at 127\.0\.0\.1:(\d+)")
+LISTEN = re.compile(r"HTTP\(S\) proxy listening at [^ ]*?:(\d+)\.")
 
 
 @dataclass
@@ -59,14 +59,15 @@ class ProxyProc:
         return self.proc.returncode
 
 
-def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None) -> ProxyProc:
+def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None,
+                extra: list[str] | None = None, listen_host: str = "127.0.0.1") -> ProxyProc:
     certs = certs or tmp / "certs"
     audit = tmp / "audit.jsonl"
     hosts = "|".join(re.escape(h) for h in MAPPED)
     argv = [sys.executable, "-m", "exifguard.cli", "run", "--certs", str(certs), "--port", "0",
             "--audit-log", str(audit), *run_args, "--",
             "--set", f"ssl_verify_upstream_trusted_ca={sink_cert}",
-            "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/"]
+            "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/", *(extra or [])]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(k, None)

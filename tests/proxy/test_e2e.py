@@ -276,3 +276,42 @@ def test_audit_mode_forwards_byte_identical_and_logs(tmp_path, sink):
         assert rec["action"] == "audit" and "location" in rec["categories"]
     finally:
         assert p.stop() == 0
+
+
+def _local_non_loopback_ip() -> str | None:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # no packet is sent for UDP connect
+            ip = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if ip.startswith("127.") else ip
+
+
+def test_non_loopback_client_is_refused(tmp_path, sink):
+    """Even when bound to every interface, the addon drops clients that are not loopback."""
+    import socket
+    ip = _local_non_loopback_ip()
+    if ip is None:
+        pytest.skip("no non-loopback IPv4 address on this machine")
+    p = start_proxy(tmp_path, sink.port, sink.cert, "--host", "0.0.0.0", "--pac-port", "-1",
+           extra=["--set", "exifguard_allow_remote=false"], listen_host="0.0.0.0")
+    try:
+        assert "WARNING: listening on 0.0.0.0" in p.output()
+
+        def try_connect(src: str) -> bytes:
+            with socket.socket() as s:
+                s.settimeout(10)
+                s.bind((src, 0))
+                s.connect((src, p.port))
+                s.sendall(b"CONNECT localhost:%d HTTP/1.1\r\nHost: localhost\r\n\r\n" % sink.port)
+                try:
+                    return s.recv(100)
+                except (ConnectionResetError, socket.timeout):
+                    return b""
+        assert try_connect("127.0.0.1").startswith(b"HTTP/1.1 200")
+        assert try_connect(ip) == b""
+        assert p.wait_for("refused proxy client")
+    finally:
+        assert p.stop() == 0

@@ -152,7 +152,7 @@ def scan(data: bytes, content_type: str | None, where: str, base: int, depth: in
     if jsonbody.looks_like_json(data):
         return scan_json(data, where, base, ctx)
     if base64text.quick_check(data):
-        label = _join(where, f"{_b64_label(data)} text") if where else f"{_b64_label(data)} body"
+        label = f"{where} ({_b64_label(data)} text)" if where else f"{_b64_label(data)} body"
         try:
             img = base64text.decode(data)
         except base64text.NotReproducible as exc:

@@ -141,8 +141,29 @@ def _write_private_json(path: Path, data: dict) -> None:
         json.dump(data, f, indent=1)
 
 
+def dump_options(out=None) -> None:
+    """Print mitmproxy's options *with* exifguard's (plain `mitmdump --options` prints them
+    before any -s script is loaded, so it cannot show ours)."""
+    import asyncio
+
+    from mitmproxy import master, options, optmanager
+    from mitmproxy.addons import default_addons
+
+    from ..proxy.addon import make_addons
+    loop = asyncio.new_event_loop()
+    try:
+        m = master.Master(options.Options(), event_loop=loop)
+        m.addons.add(*default_addons(), *make_addons())
+        optmanager.dump_defaults(m.options, out or sys.stdout)
+    finally:
+        loop.close()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ..proxy import ca, pac
+    if args.options:
+        dump_options()
+        return 0
     certs = _certs(args)
     hosts = _hosts(args)
     if args.port == 0:  # pick one now so the banner, the PAC and selftest know it
@@ -361,6 +382,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--audit-log", type=Path, default=None, metavar="PATH",
                    help="JSON Lines audit log (default: <certs>/audit.jsonl)")
     p.add_argument("--no-audit-log", action="store_true", help="do not write an audit log")
+    p.add_argument("--options", action="store_true",
+                   help="print all mitmproxy options including exifguard_* ones, then exit")
     p.add_argument("--mode", choices=["strip", "audit", "block"], default="strip")
     p.add_argument("--on-error", choices=["block", "pass"], default="block")
     p.add_argument("--pac-port", type=int, default=None, metavar="PORT",

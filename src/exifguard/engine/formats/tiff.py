@@ -74,6 +74,8 @@ MAX_DATA_BLOCKS = 4_000_000
 """Upper bound on strips + tiles over the whole file (hostile counts fail closed)."""
 MAX_JPEG_MARKERS = 4096
 """Upper bound on marker segments read before the scan of one embedded JPEG stream."""
+MAX_SUBIFD_DEPTH = 8
+"""SubIFDs inside SubIFDs: real files nest one level (DNG); more is hostile."""
 
 
 @dataclass(slots=True)
@@ -288,13 +290,11 @@ class _Scrubber:
             off, index = ifd.next, index + 1
         return pages
 
-    def drop_preview(self, ifd: _Ifd) -> None:
-        self.findings.remove(f"TIFF thumbnail image ({ifd.kind})", ifd.offset,
-                             r_span(self.r, ifd), ())
-
-    def take(self, ifd: _Ifd) -> None:
+    def take(self, ifd: _Ifd, depth: int = 0) -> None:
         """Keep an image directory: choose its entries, map its data, recurse into SubIFDs."""
         r = self.r
+        if depth > MAX_SUBIFD_DEPTH:
+            raise ScrubError("TIFF: SubIFDs are nested too deeply")
         compression = _first(r, ifd, 259)
         spp = _first(r, ifd, 277) or 1
         prev_tag = -1
@@ -331,7 +331,7 @@ class _Scrubber:
                     if _is_preview(r, sub):
                         self.drop_preview(sub)
                     else:
-                        self.take(sub)
+                        self.take(sub, depth + 1)
                         ifd.subifds.append(off)
                 new_size = len(ifd.subifds) * _TYPE_SIZES[e.type]
                 if not ifd.subifds:
@@ -389,6 +389,7 @@ class _Scrubber:
             if length == 0 or start + length > r.n:
                 raise ScrubError(f"TIFF: {ifd.kind} old-style JPEG stream lies outside the file")
             self.keep.append((start, start + length))
+            self.pixels.append((start, start + length))
             self.jpeg_spans.append((start, start + length))
             found = True
         if compression == 6:
