@@ -60,7 +60,7 @@ class ProxyProc:
 
 
 def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None,
-                extra: list[str] | None = None, listen_host: str = "127.0.0.1") -> ProxyProc:
+                extra: list[str] | None = None) -> ProxyProc:
     certs = certs or tmp / "certs"
     audit = tmp / "audit.jsonl"
     hosts = "|".join(re.escape(h) for h in MAPPED)

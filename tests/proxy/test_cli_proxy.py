@@ -32,7 +32,7 @@ def test_mitmdump_args_scope_and_safety(tmp_path):
     assert a[-2:] == ["--set", "x=1"]  # passthrough last, unchanged
     b = cli.build_mitmdump_args(host="0.0.0.0", port=1, certs=tmp_path, hosts=hosts, constrained=False,
                                 audit_log=None, token="", mode="audit", on_error="pass", extra_hosts=[],
-                                removed_hosts=[], passthrough=[])
+                                removed_hosts=[], passthrough=[], allow_remote=True)
     sets_b = [b[i + 1] for i, x in enumerate(b) if x == "--set"]
     assert "upstream_cert=false" not in sets_b and "exifguard_allow_remote=true" in sets_b
     assert not any(s.startswith("exifguard_audit_log") for s in sets_b)

@@ -295,8 +295,7 @@ def test_non_loopback_client_is_refused(tmp_path, sink):
     ip = _local_non_loopback_ip()
     if ip is None:
         pytest.skip("no non-loopback IPv4 address on this machine")
-    p = start_proxy(tmp_path, sink.port, sink.cert, "--host", "0.0.0.0", "--pac-port", "-1",
-           extra=["--set", "exifguard_allow_remote=false"], listen_host="0.0.0.0")
+    p = start_proxy(tmp_path, sink.port, sink.cert, "--host", "0.0.0.0", "--pac-port", "-1")
     try:
         assert "WARNING: listening on 0.0.0.0" in p.output()
 

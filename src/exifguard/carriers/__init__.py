@@ -113,6 +113,14 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
         return RequestRewrite(body, {}, tuple(ctx.findings), (), body)
 
     content_type = _get(headers, "content-type")
+    payload_mode = (_get(headers, "x-amz-content-sha256") or "").strip().upper()
+    if payload_mode.startswith("STREAMING-") or "aws-chunked" in encoding:
+        # aws-chunked framing (chunk signatures / trailing checksums): not parsed here
+        if sniff(body) is not None or signature_in(body):
+            ctx.findings.append(ImageFinding("aws-chunked body", None, len(body), None, None,
+                                             "image inside an aws-chunked (streaming) upload cannot be "
+                                             "rewritten", (0, len(body))))
+        return RequestRewrite(body, {}, tuple(ctx.findings), (), body)
     new = scan(body, content_type, "", 0, 0, ctx)
 
     if chunk.partial:

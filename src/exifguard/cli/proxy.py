@@ -96,7 +96,7 @@ def _certs(args: argparse.Namespace) -> Path:
 def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts, constrained: bool,
                         audit_log: Path | None, token: str, mode: str, on_error: str,
                         extra_hosts: list[str], removed_hosts: list[str],
-                        passthrough: list[str]) -> list[str]:
+                        passthrough: list[str], allow_remote: bool = False) -> list[str]:
     """The mitmdump argv (without the program) for `exifguard run`.
 
     connection_strategy=lazy: with upstream_cert=false (needed by the constrained CA)
@@ -121,7 +121,7 @@ def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts, constrained
         a += ["--set", f"exifguard_audit_log={audit_log}"]
     if token:
         a += ["--set", f"exifguard_selftest_token={token}"]
-    if not _is_loopback_host(host):
+    if allow_remote:
         a += ["--set", "exifguard_allow_remote=true"]
     return a + passthrough
 
@@ -179,9 +179,14 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not _is_loopback_host(args.host):
         bar = "!" * 72
-        print(f"{bar}\nexifguard: WARNING: listening on {args.host}, not loopback: other machines "
-              f"can use this proxy\nand reach the AI services through it. Use --host 127.0.0.1 "
-              f"unless you mean it.\n{bar}", file=sys.stderr)
+        if args.allow_remote:
+            what = ("other machines CAN use this proxy (--allow-remote) and reach the AI services "
+                    "through it")
+        else:
+            what = ("clients that are not on this machine will still be refused (add --allow-remote "
+                    "to accept them)")
+        print(f"{bar}\nexifguard: WARNING: listening on {args.host}, not loopback: {what}.\n"
+              f"Use --host 127.0.0.1 unless you mean it.\n{bar}", file=sys.stderr, flush=True)
     audit_log = None if args.no_audit_log else (args.audit_log or certs / AUDIT_NAME).expanduser()
     token = secrets.token_urlsafe(24)
     passthrough = list(args.mitmdump_args or [])
@@ -190,7 +195,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     argv = mitmdump_command() + build_mitmdump_args(
         host=args.host, port=args.port, certs=certs, hosts=hosts, constrained=info.constrained,
         audit_log=audit_log, token=token, mode=args.mode, on_error=args.on_error,
-        extra_hosts=args.add_host or [], removed_hosts=args.remove_host or [], passthrough=passthrough)
+        extra_hosts=args.add_host or [], removed_hosts=args.remove_host or [], passthrough=passthrough,
+        allow_remote=args.allow_remote)
     client_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     proxy_addr = f"{client_host}:{args.port}"
     pac_file = certs / PAC_NAME
@@ -377,6 +383,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                                    "mitmdump unchanged.")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; anything "
                    "else exposes the proxy to other machines)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="accept proxy clients from other machines (needs --host; default: loopback only)")
     p.add_argument("--port", type=int, default=8080, help="listen port (default 8080; 0: a free port)")
     _certs_arg(p)
     p.add_argument("--audit-log", type=Path, default=None, metavar="PATH",
