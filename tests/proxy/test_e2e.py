@@ -212,7 +212,7 @@ def test_unscrubbable_image_is_blocked_with_4xx(proxy, fresh):
 def test_host_outside_the_list_is_tunnelled(proxy, fresh):
     """CONNECT to a non-AI host: the client sees the sink's own certificate, the image arrives untouched."""
     img = photo()
-    ctx = ssl.create_default_context(cafile=str(fresh_cert(fresh)))
+    ctx = ssl.create_default_context(cafile=str(fresh.cert))
     conn = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=ctx, timeout=30)
     conn.set_tunnel("localhost", fresh.port)
     conn.request("PUT", "/upload", body=img, headers={"Content-Type": "image/jpeg"})
@@ -222,10 +222,6 @@ def test_host_outside_the_list_is_tunnelled(proxy, fresh):
     assert dict(x[0] for x in peer["subject"])["commonName"] == "exifguard test sink"
     assert fresh.last().body == img
     assert not any("localhost" in l and "exifguard:" in l for l in proxy.lines)
-
-
-def fresh_cert(sink):
-    return sink.cert
 
 
 def test_selftest_command_against_running_proxy(proxy):

@@ -31,7 +31,7 @@ from mitmproxy import command, connection, ctx, exceptions, http
 from . import policy
 from .audit import AuditLog, ImageRecord, strip_query
 from .hosts import HostSet, Match, normalise_host
-from .logline import escape, human_size, image_line
+from .logline import escape, image_line
 from .policy import Action, Mode, OnError, Outcome
 
 log = logging.getLogger("exifguard")
@@ -200,7 +200,6 @@ class Exifguard:
         watch = _Watch(match, normalise_host(host), req.path, req.method.upper())
         token = ctx.options.exifguard_selftest_token
         if token and SELFTEST_HEADER in req.headers:
-            import hmac
             if hmac.compare_digest(req.headers[SELFTEST_HEADER].encode(), token.encode()):
                 try:
                     watch.selftest_port = int(req.headers.get(SELFTEST_SINK_HEADER, ""))
@@ -350,4 +349,4 @@ def make_addons(rewrite: Optional[RewriteFn] = None) -> list[object]:
     return [Exifguard(rewrite), StreamResponses()]
 
 
-__all__ = ["Exifguard", "StreamResponses", "Stats", "make_addons", "human_size", "parse_hosts"]
+__all__ = ["Exifguard", "StreamResponses", "Stats", "make_addons", "parse_hosts"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 
+from ..engine.categories import category_of_tag
 from ..engine.report import Category, Kept, Removal
 
 _MAX_NAMES = 3
@@ -63,7 +64,6 @@ def describe_removed(removed: Sequence[Removal]) -> str:
     for r in removed:
         tagged = False
         for t in r.tags:
-            from ..engine.categories import category_of_tag
             c = category_of_tag(t)
             if c is not None and c in r.categories:
                 by_cat[c].append(t)
