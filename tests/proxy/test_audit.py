@@ -1,5 +1,4 @@
 import hashlib
-import json
 import os
 import stat
 

@@ -19,10 +19,10 @@ Why the order of checks matters:
 from __future__ import annotations
 
 import asyncio
+import hmac
 import ipaddress
 import logging
 from collections.abc import Callable
-
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence  # mitmproxy option typespecs want typing.Sequence
 
