@@ -137,10 +137,12 @@ class CorpusResult:
 
 def _inproc_pass(name: str, fn, items: list[Item], datas: dict[str, bytes], res: ToolResult,
                  inner: int) -> None:
+    total = 0.0
     for it in items:
         data = datas[it.name]
         if it.name in res.failures:
             continue
+        samples = []
         for _ in range(inner):
             t0 = time.perf_counter()
             try:
@@ -150,7 +152,11 @@ def _inproc_pass(name: str, fn, items: list[Item], datas: dict[str, bytes], res:
                     else type(exc).__name__
                 break
             dt = time.perf_counter() - t0
+            samples.append(dt)
             res.per_file.setdefault(it.name, Series()).add(dt)
+        if len(samples) == inner:
+            total += sorted(samples)[inner // 2]
+    res.folder.add(total)
 
 
 def run_corpus(items: list[Item], work: Path, *, rounds: int, heavy_rounds: int,
@@ -182,21 +188,34 @@ def run_corpus(items: list[Item], work: Path, *, rounds: int, heavy_rounds: int,
                 elif name == "exiftool (stay_open)":
                     assert stay
                     out.mkdir(parents=True, exist_ok=True)
+                    total = 0.0
                     for it in items:
+                        if it.name in res.failures:
+                            continue
                         try:
-                            res.per_file.setdefault(it.name, Series()).add(stay.clean(it.path, out / it.name))
+                            dt = stay.clean(it.path, out / it.name)
                         except ToolFailed as exc:
                             res.failures[it.name] = str(exc)
+                            continue
+                        res.per_file.setdefault(it.name, Series()).add(dt)
+                        total += dt
+                    res.folder.add(total)
                     last_out[name] = out
                 elif name == "exiftool (process per file)":
                     out.mkdir(parents=True, exist_ok=True)
+                    total = 0.0
                     for it in items:
+                        if it.name in res.failures:
+                            continue
                         try:
                             dt, kb = tools.exiftool_one(it.path, out / it.name)
-                            res.per_file.setdefault(it.name, Series()).add(dt)
-                            res.peak_kb.append(kb)
                         except ToolFailed as exc:
                             res.failures[it.name] = str(exc)
+                            continue
+                        res.per_file.setdefault(it.name, Series()).add(dt)
+                        res.peak_kb.append(kb)
+                        total += dt
+                    res.folder.add(total)
                     last_out[name] = out
                 else:
                     fr = tools.FOLDER_TOOLS[name](files, out)

@@ -5,8 +5,8 @@ The set-up follows the README quickstart with the same commands a person types
 
     exifguard run --port P                                  # the proxy (creates its CA)
     exifguard cert install --nssdb ~/.pki/nssdb             # trust the CA in Chromium's NSS db
-    exifguard pac -o proxy.pac --proxy 127.0.0.1:P --serve Q   # only AI hosts go to the proxy
-    chromium --proxy-pac-url=http://127.0.0.1:Q/proxy.pac
+    exifguard pac --data-url --proxy 127.0.0.1:P               # only AI hosts go to the proxy
+    chromium --proxy-pac-url="data:application/x-ns-proxy-autoconfig;base64,..."
 
 Only two things are test-specific, and both sit *outside* exifguard:
   * mitmdump's map_remote sends the intercepted AI hosts to the local sink, which
@@ -227,16 +227,6 @@ def _certutil(*args: str) -> None:
         raise AssertionError(f"certutil {' '.join(args)} failed: {proc.stderr.strip()}")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
     if not CHROMIUM.exists():
@@ -258,23 +248,12 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Journey]:
         ca_cert = proxy.certs / "mitmproxy-ca-cert.pem"
         assert ca_cert.exists(), f"`exifguard run` wrote no CA certificate at {ca_cert}"
 
-        # 2. the PAC, written and served on loopback by `exifguard pac --serve`, in its own
-        #    process: it must keep answering while the proxy is down (when Chromium cannot
-        #    fetch the PAC at all it goes DIRECT)
-        pac_file = work / "proxy.pac"
-        pac_port = free_port()
-        pac_log = stack.enter_context((work / "exifguard-pac.log").open("wb"))
-        pac_proc = subprocess.Popen(
-            [*exifguard_cmd(), "pac", "-o", str(pac_file), "--proxy", f"127.0.0.1:{proxy.port}",
-             "--serve", str(pac_port)], stdout=pac_log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL)
-        stack.callback(_stop, pac_proc)
-        pac_url = f"http://127.0.0.1:{pac_port}/proxy.pac"
-        deadline = time.monotonic() + TIMEOUT_S
-        while not port_open(pac_port):
-            assert pac_proc.poll() is None and time.monotonic() < deadline, \
-                "`exifguard pac --serve` did not start: " + (work / "exifguard-pac.log").read_text()
-            time.sleep(0.1)
+        # 2. the PAC, as the README tells Chromium users: a data: URL from `exifguard pac
+        #    --data-url`.  It needs no server, so with the proxy down the AI hosts still point
+        #    at it and uploads fail closed (a served PAC that stops answering makes Chromium
+        #    go DIRECT, i.e. fail open).
+        pac_url = exifguard("pac", "--data-url", "--proxy", f"127.0.0.1:{proxy.port}").stdout.strip()
+        assert pac_url.startswith("data:application/x-ns-proxy-autoconfig;base64,"), pac_url[:80]
 
         # 3. trust: a fresh $HOME whose NSS db gets the exifguard CA from `exifguard cert
         #    install`, plus the test web PKI (standing in for the public roots)

@@ -217,6 +217,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"  install it once: exifguard cert install{'' if args.certs is None else f' --certs {certs}'}"
           "   (preview: --dry-run)")
     print(f"PAC URL:         {pac_url or '(not served)'}   file: {pac_file}")
+    print("  Chromium, fail-closed even when exifguard is stopped: "
+          f"chromium --proxy-pac-url=\"$(exifguard pac --data-url --proxy {proxy_addr})\"")
     if audit_log:
         print(f"audit log:       {audit_log}")
     print("check it works:  exifguard selftest" + ("" if args.certs is None else f" --certs {certs}")
@@ -319,6 +321,9 @@ def cmd_pac(args: argparse.Namespace) -> int:
     if args.output:
         Path(args.output).write_text(text)
         print(f"wrote {args.output}", file=sys.stderr)
+    if args.data_url:
+        print(pac.data_url(text))
+        return 0
     if args.serve is None:
         if not args.output:
             sys.stdout.write(text)
@@ -420,7 +425,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("-o", "--output", metavar="FILE", help="write the PAC here (default: stdout)")
     p.add_argument("--proxy", default="127.0.0.1:8080", metavar="HOST:PORT")
     p.add_argument("--serve", nargs="?", type=int, const=8081, default=None, metavar="PORT",
-                   help="serve it on http://127.0.0.1:PORT/proxy.pac (default port 8081)")
+                   help="serve it on http://127.0.0.1:PORT/proxy.pac (default port 8081); keep it "
+                        "running: a browser that cannot fetch its PAC goes DIRECT")
+    p.add_argument("--data-url", action="store_true",
+                   help="print the PAC as a data: URL for chromium --proxy-pac-url (needs no server, "
+                        "so it fails closed when exifguard is stopped)")
     _add_host_args(p)
     p.set_defaults(func=cmd_pac)
 

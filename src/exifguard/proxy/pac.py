@@ -8,6 +8,7 @@ matches ourselves (dnsDomainIs("evilclaude.ai", "claude.ai") would be true).
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import threading
@@ -17,6 +18,17 @@ from .hosts import HostSet
 
 PAC_PATH = "/proxy.pac"
 PAC_TYPE = "application/x-ns-proxy-autoconfig"
+
+
+def data_url(pac: str) -> str:
+    """The PAC as a `data:` URL, for Chromium's `--proxy-pac-url`.
+
+    Why: when Chromium cannot fetch a PAC URL (the server that served it is gone) it
+    silently connects DIRECT, so a PAC served by a process that stops with the proxy
+    fails open.  A `data:` URL needs no server, so with exifguard stopped the AI hosts
+    still point at the dead proxy and uploads fail visibly (fail closed).
+    """
+    return f"data:{PAC_TYPE};base64," + base64.b64encode(pac.encode()).decode("ascii")
 
 
 def pac_text(hosts: HostSet | Iterable[tuple[str, bool]], proxy: str = "127.0.0.1:8080") -> str:
