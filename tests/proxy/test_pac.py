@@ -69,3 +69,15 @@ def test_serve_on_loopback():
         srv.server_close()
     with pytest.raises(ValueError):
         pac.serve(text, host="0.0.0.0")
+
+
+def test_data_url_carries_the_same_pac() -> None:
+    import base64
+
+    from exifguard.proxy.pac import data_url, pac_text
+
+    text = pac_text([("claude.ai", False), ("oaiusercontent.com", True)], "127.0.0.1:9999")
+    url = data_url(text)
+    prefix = "data:application/x-ns-proxy-autoconfig;base64,"
+    assert url.startswith(prefix)
+    assert base64.b64decode(url[len(prefix):]).decode() == text
