@@ -396,8 +396,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--no-audit-log", action="store_true", help="do not write an audit log")
     p.add_argument("--options", action="store_true",
                    help="print all mitmproxy options including exifguard_* ones, then exit")
-    p.add_argument("--mode", choices=["strip", "audit", "block"], default="strip")
-    p.add_argument("--on-error", choices=["block", "pass"], default="block")
+    p.add_argument("--mode", choices=["strip", "audit", "block"], default="strip",
+                   help="strip: clean images in flight (default); audit: log what would be removed "
+                        "and forward unchanged; block: refuse every image upload")
+    p.add_argument("--on-error", choices=["block", "pass"], default="block",
+                   help="an image that cannot be cleaned: block it with a 4xx (default) or pass it "
+                        "unchanged with a warning")
     p.add_argument("--pac-port", type=int, default=None, metavar="PORT",
                    help="serve the PAC file on 127.0.0.1:PORT (default: proxy port + 1; 0: any free "
                         "port; -1: do not serve)")
