@@ -10,6 +10,7 @@ rounds, a handful of proxy requests.  The full run takes several minutes.
 from __future__ import annotations
 
 import argparse
+import warnings
 import cProfile
 import io
 import os
@@ -74,8 +75,29 @@ def profile_engine(data_list: list[bytes], repeat: int, top: int = 16) -> str:
     return f"{dt * 1000:.1f} ms per pass under cProfile (sorted by own time)\n{body}"
 
 
+def profile_cli(files: list[Path], work: Path, top: int = 14) -> str:
+    """cProfile of one `exifguard scrub FILES -o DIR` process (start-up included)."""
+    import subprocess
+    out = work / "cli_profile_out"
+    stats = work / "cli.prof"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "exifguard", "scrub", "-q",
+                    *map(str, files), "-o", str(out)], capture_output=True, timeout=600)
+    dt = time.perf_counter() - t0
+    if not stats.exists():
+        return "(profiling the CLI failed)"
+    s = io.StringIO()
+    pstats.Stats(str(stats), stream=s).sort_stats("tottime").print_stats(top)
+    lines = [ln for ln in s.getvalue().splitlines() if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls")), 0)
+    body = "\n".join(ln.replace(str(REPO) + "/", "").replace(sys.prefix, "<venv>") for ln in lines[start:])
+    head = next((ln.strip() for ln in lines if "function calls" in ln), "")
+    return f"{len(files)} files, {dt * 1000:.0f} ms wall under cProfile; {head}\n{body}"
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)  # Pillow's notes on odd corpus files
     quick = a.quick
     t_start = time.perf_counter()
     corpus_dir = Path(a.corpus) if a.corpus else DEFAULT_CORPUS
@@ -92,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         items: list[engine.Item] = []
         if ("engine" in a.parts or "floor" in a.parts) and corpus_dir.is_dir():
-            items, _ = engine.load_corpus(corpus_dir, limit_per_format=2 if quick and not a.corpus else None)
+            items, _ = engine.load_corpus(corpus_dir, limit_per_format=1 if quick and not a.corpus else None)
         if "engine" in a.parts:
             if items:
                 log(f"engine: corpus of {len(items)} images")
                 corpus_res = engine.run_corpus(items, work, rounds=rounds,
-                                               heavy_rounds=1 if quick else min(3, rounds), log=log)
+                                               heavy_rounds=1 if quick else min(2, rounds), log=log)
                 engine.cleanup(work)
             else:
                 log(f"engine: no corpus at {corpus_dir}; skipping the corpus comparison")
@@ -131,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             datas = [it.data for it in items]
             profiles.append(("engine over the corpus (all images, one pass)",
                              profile_engine(datas, 1 if quick else 3)))
+        if corpus_res and (a.profile or any(n.startswith("CLI over") for n in missed)):
+            profiles.append(("exifguard CLI over the corpus folder (one process)",
+                             profile_cli([it.path for it in items], work)))
         if floor_rows and (a.profile or any(n.startswith("10–50 MB") for n in missed)):
             biggest = max(gen.make_photos(work / "photos", sizes), key=lambda p: p.stat().st_size)
             profiles.append((f"engine on {biggest.name}", profile_engine([biggest.read_bytes()], 2)))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
+GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 
 
 @dataclass
@@ -57,14 +58,20 @@ def run_proc(argv: list[str], *, timeout: float = 600, cwd: Path | None = None,
              env: dict | None = None) -> Proc:
     """Run a command; return wall time and *that child's* peak RSS.
 
-    The child is reaped with os.wait4, which gives the rusage of exactly this child;
-    RUSAGE_CHILDREN would be the maximum over every child ever waited for, hiding small
-    tools behind big ones.  Output goes to temporary files so no pipe can fill up.
+    Peak RSS comes from GNU time (`/usr/bin/time -f %M`) when installed: Linux carries a
+    process's RSS high-water mark across exec, so the rusage of a child forked straight from
+    this (large) Python process would report *our* size.  GNU time is a small process, so
+    its child's figure is the tool's own.  Without it, os.wait4's ru_maxrss is used (an
+    overestimate).  RUSAGE_CHILDREN is never used: it is the maximum over every child ever
+    waited for.  Output goes to temporary files so no pipe can fill up.
     """
     import tempfile
     import threading
 
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(prefix="bench-rss-") as rssf:
+        if GNU_TIME:
+            argv = [GNU_TIME, "-f", "%M", "-o", rssf.name, *argv]
         t0 = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd, env=env)
         timer = threading.Timer(timeout, p.kill)
@@ -77,7 +84,13 @@ def run_proc(argv: list[str], *, timeout: float = 600, cwd: Path | None = None,
         p.returncode = os.waitstatus_to_exitcode(status)  # tell Popen it is reaped
         out.seek(0)
         err.seek(0)
-        return Proc(p.returncode, t1 - t0, ru.ru_maxrss, out.read(), err.read())
+        rss = ru.ru_maxrss
+        if GNU_TIME:
+            try:
+                rss = int(Path(rssf.name).read_text().split()[-1])
+            except (OSError, ValueError, IndexError):
+                rss = 0
+        return Proc(p.returncode, t1 - t0, rss, out.read(), err.read())
 
 
 def proc_status_kb(pid: int, key: str) -> int:

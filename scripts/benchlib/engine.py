@@ -26,7 +26,7 @@ from . import gen, tools
 from .common import REPO, Series, rotate, run_proc
 from .tools import ToolFailed
 
-HEAVY = ("exiftool (process per file)", "mat2 (one process, folder)")
+HEAVY = ("exiftool (process per file)", "mat2 (one process, folder)", "Pillow re-save")
 
 
 def _load_support(name: str):
@@ -70,9 +70,10 @@ def load_corpus(folder: Path, *, limit_per_format: int | None = None) -> tuple[l
     canary = _load_support("canary")
     items, skipped = [], []
     per_fmt: dict[str, int] = {}
-    for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
-            continue
+    paths = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+    # with a per-format limit, take the smallest images (a quick smoke run)
+    paths.sort(key=(lambda p: (p.stat().st_size, p.name)) if limit_per_format else (lambda p: p.name))
+    for p in paths:
         e = manifest.get(p.name, {})
         if p.name.startswith("broken_") or e.get("decodes_with_pillow") is False:
             skipped.append(p.name)

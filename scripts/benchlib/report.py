@@ -43,8 +43,8 @@ def corpus_section(c: CorpusResult) -> list[str]:
     fmts = sorted({it.fmt for it in c.items})
     L = [f"Corpus: {n} images ({_mb(total_bytes)}; formats {', '.join(fmts)}), `broken_*` and "
          f"non-decodable files skipped. {c.rounds} interleaved rounds (round k starts with a different "
-         f"tool); the two slowest tools (exiftool one process per file, mat2) ran in the first "
-         f"{c.heavy_rounds}. In-process tools run each image 3 times per round (Pillow once).", ""]
+         f"tool); the slowest tools (exiftool one process per file, mat2, Pillow re-save) ran in the "
+         f"first {c.heavy_rounds}. In-process tools run each image 3 times per round (Pillow once).", ""]
     L += ["### Whole corpus", "",
           "Per-image times are medians over rounds; \"corpus total\" is the time for all images the "
           "tool handled, median (min–max) over rounds. Folder tools are one process over the folder "

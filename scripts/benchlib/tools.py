@@ -86,8 +86,12 @@ EXIFTOOL = "exiftool"
 
 
 def exiftool_one(src: Path, dst: Path) -> tuple[float, int]:
-    """One perl process for one file (what a shell loop or a file manager action does)."""
-    p = run_proc([EXIFTOOL, "-q", "-q", "-all=", "-o", str(dst), str(src)])
+    """One perl process for one file (what a shell loop or a file manager action does).
+
+    The output is named as a directory (`-o DIR/`): exiftool 12.57 refuses `-o x.webp`
+    ("Can't write RIFF files") but writes the same WebP through `-o DIR/`.
+    """
+    p = run_proc([EXIFTOOL, "-q", "-q", "-all=", "-o", str(dst.parent) + "/", str(src)])
     if p.returncode != 0 or not dst.exists():
         raise ToolFailed(f"exiftool exit {p.returncode}")
     return p.seconds, p.maxrss_kb
@@ -121,7 +125,7 @@ class ExiftoolStayOpen:
 
     def clean(self, src: Path, dst: Path) -> float:
         t0 = time.perf_counter()
-        self._command(["-q", "-q", "-all=", "-o", str(dst), str(src)])
+        self._command(["-q", "-q", "-all=", "-o", str(dst.parent) + "/", str(src)])
         dt = time.perf_counter() - t0
         if not dst.exists():
             raise ToolFailed("exiftool -stay_open wrote nothing")

@@ -122,3 +122,41 @@ def test_console_script_runs(photo: Path) -> None:
     proc = subprocess.run([*cmd, "inspect", str(photo)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "GPS" in proc.stdout
+
+
+def test_oversized_file_is_refused_before_reading(tmp_path: Path, capsys) -> None:
+    """Regression: the whole file used to be read into memory before any size check."""
+    big = tmp_path / "huge.jpg"
+    with big.open("wb") as fh:  # sparse: costs no disk space
+        fh.write(_photo()[:64])
+        fh.truncate(512 * 1024 * 1024 + 1)
+    out = tmp_path / "out.jpg"
+    assert main(["scrub", str(big), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "too large" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_fifo_empty_file_and_directory_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # reading it would block forever
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    folder = tmp_path / "folder.jpg"
+    folder.mkdir()
+    outdir = tmp_path / "out"
+    assert main(["scrub", str(fifo), str(empty), str(folder), "-o", str(outdir)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    assert "not a regular file" in err[0] and "empty" in err[1] and "directory" in err[2]
+    assert list(outdir.iterdir()) == []
+
+
+def test_in_place_follows_a_symlink_and_cleans_its_target(photo: Path, tmp_path: Path) -> None:
+    """Regression: --in-place on a symlink replaced the link with a clean file and left the
+    metadata in the file it pointed to."""
+    link = tmp_path / "link.jpg"
+    link.symlink_to(photo)
+    assert main(["scrub", "--in-place", str(link)]) == 0
+    assert link.is_symlink()
+    assert not canary.find(photo.read_bytes(), MARKER.encode())

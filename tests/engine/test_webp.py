@@ -338,3 +338,25 @@ def test_chunk_count_is_bounded() -> None:
     assert len(scrub(data).data) == len(data)
     with pytest.raises(ScrubError, match="too many"):
         scrub(data, options=ScrubOptions(max_structures=10))
+
+
+def test_anim_chunk_extra_bytes_are_zeroed_and_verified() -> None:
+    """Regression: bytes after ANIM's 6-byte payload (a kept chunk) survived scrubbing."""
+    frames = [_image(seed=1), _image(seed=2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], lossless=True)
+    data = buf.getvalue()
+    at = data.find(b"ANIM")
+    assert at > 0 and struct.unpack_from("<I", data, at + 4)[0] == 6
+    extra = MARK + b"\0" * (len(MARK) & 1)
+    grown = data[:at + 4] + struct.pack("<I", 6 + len(extra)) + data[at + 8:at + 14] + extra + data[at + 14:]
+    grown = grown[:4] + struct.pack("<I", len(grown) - 8) + grown[8:]
+    for opts in (ScrubOptions(), COMPACT):
+        out = scrub(grown, options=opts).data
+        assert not canary.find(out, MARK)
+        with Image.open(io.BytesIO(out)) as im:
+            assert im.n_frames == 2
+    bad = bytearray(scrub(grown).data)
+    bad[at + 14:at + 14 + len(MARK)] = MARK  # the verifier must refuse it on its own
+    with pytest.raises(ScrubError):
+        webp_verify.verify(bytes(bad), ScrubOptions())

@@ -20,8 +20,7 @@ from mitmproxy.test import taddons, tflow, tutils
 from exifguard.engine.report import Category, Kept, Removal, ScrubResult
 from exifguard.proxy.addon import Exifguard, StreamResponses, is_loopback, make_addons
 
-carriers = pytest.importorskip("exifguard.carriers")
-ImageFinding, RequestRewrite = carriers.ImageFinding, carriers.RequestRewrite
+from exifguard.carriers import ImageFinding, RequestRewrite  # never skip: the addon needs it
 
 DIRTY = b"\xff\xd8\xff\xe1GPS-CANARY\xff\xd9"
 CLEAN = b"\xff\xd8\xff\xe1\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\xff\xd9"
@@ -235,6 +234,33 @@ async def test_internal_failure_fails_closed(setup):
     f = flow()
     await run(addon, tctx, f)
     assert f.response.status_code == 422 and "internal error" in f.response.text
+
+
+async def test_failure_after_the_rewrite_fails_closed(setup):
+    """Regression: an exception while applying the policy (here a malformed finding) used to
+    escape the hook; mitmproxy logs hook errors and forwards the flow with its original body."""
+    def broken(method, url, headers, body, options):
+        return RequestRewrite(body, {}, (object(),), ())
+    addon, tctx = setup(broken)
+    f = flow()
+    await run(addon, tctx, f)
+    assert f.response is not None and f.response.status_code == 422
+    assert "internal error" in f.response.text
+
+
+async def test_failure_while_classifying_kills_the_flow(setup, monkeypatch):
+    """Regression: an exception in requestheaders left the flow unwatched, so its body went
+    out unchecked."""
+    addon, tctx = setup()
+
+    class BrokenHosts:
+        def classify(self, *a, **k):
+            raise RuntimeError("classify bug")
+    monkeypatch.setattr(addon, "hosts", BrokenHosts())
+    f = flow()
+    await run(addon, tctx, f)
+    assert f.error is not None or not f.live
+    assert addon.stats.killed == 1
 
 
 async def test_bad_content_encoding_fails_closed(setup):

@@ -18,6 +18,10 @@ BAD = ImageState(ok=False, error="JPEG: truncated Exif segment")
     (Mode.AUDIT, OnError.BLOCK, [OK], ["signed"], Outcome.FORWARD_ORIGINAL, (Action.AUDIT,), None),
     (Mode.BLOCK, OnError.PASS, [OK], [], Outcome.RESPOND, (Action.BLOCKED,), 403),
     (Mode.BLOCK, OnError.BLOCK, [], [], Outcome.FORWARD_ORIGINAL, (), None),
+    # regression: the carrier layer's own failure comes back as a blocker without images;
+    # block mode used to forward that uninspected body
+    (Mode.BLOCK, OnError.BLOCK, [], ["internal error in the carrier layer"], Outcome.RESPOND, (), 403),
+    (Mode.STRIP, OnError.BLOCK, [], ["internal error in the carrier layer"], Outcome.RESPOND, (), 422),
 ])
 def test_policy_table(mode, on_error, images, blockers, outcome, actions, status):
     d = decide(mode, on_error, images, blockers)

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from ..engine import sniff
 from . import declared, hashes
 from .model import CarrierOptions, ImageFinding, RequestRewrite, Scrubber, UploadTracker
-from .scan import Context, identifying, neutral_name, scan, signature_in
+from .scan import Context, identifying, neutral_name, residual_images, scan, signature_in
 
 __all__ = ["CarrierOptions", "ImageFinding", "RequestRewrite", "Scrubber", "UploadTracker",
            "rewrite_request"]
@@ -122,6 +122,14 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
                                              "rewritten", (0, len(body))))
         return RequestRewrite(body, {}, tuple(ctx.findings), (), body)
     new = scan(body, content_type, "", 0, 0, ctx)
+    covered = [f.span for f in ctx.findings if f.span is not None]
+    if not any(s <= 0 and e >= len(body) for s, e in covered):
+        at = residual_images(body, covered)
+        if at >= 0:
+            ctx.findings.append(ImageFinding("body", None, len(body), None, None,
+                                             f"base64 image at offset {at} sits where no supported "
+                                             "upload shape puts one; it was not cleaned",
+                                             (0, len(body))))
 
     if chunk.partial:
         # first chunk of several: an image here is incomplete and cannot be cleaned safely

@@ -30,8 +30,9 @@ _RAW_SIGNATURES = re.compile(
     rb"|ftyp(?:heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)"
     rb"|\x00\x00\x00\x0cJXL \r\n\x87\n", re.S)
 _B64_SIGNATURES = re.compile(
-    rb"data:image/|/9j/[24]|_9j_[24]|iVBORw0KGgo|R0lGOD[dl]h|UklGR[A-Za-z0-9+/]{5}XRUJQVlA4"
-    rb"|ZnR5cGhlaW|ZnR5cG1pZjE|ZnR5cGF2aW", re.I)
+    # JPEG: FF D8 FF then any marker byte (APPn/COM/DQT/SOF give 2-7, '/', 'w' next)
+    rb"data:image/|/9j/[2-7/w]|_9j_[2-7_w]|iVBORw0KGgo|R0lGOD[dl]h|UklGR[A-Za-z0-9+/]{5}XRUJQVlA4"
+    rb"|ZnR5cGhlaW|ZnR5cG1pZjE|ZnR5cGF2aW|AAAA[A-Za-z0-9+/]{2}Z0eXB", re.I)
 
 _IDENTIFYING = re.compile(
     r"(?i)((19|20)\d\d[-_.]?[01]\d[-_.]?[0-3]\d|\d{1,2}[.:]\d\d[.:]\d\d|^(img|pxl|dsc|dscn|dcim|mvimg|"
@@ -46,6 +47,61 @@ def signature_in(data: bytes) -> str | None:
     if _B64_SIGNATURES.search(data):
         return "base64 image signature"
     return None
+
+
+_B64_RUN_CHAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+#: How each image kind's base64 text begins (plain literals: bytes.find is fast on
+#: large bodies) and how many characters before the literal the text starts.
+_B64_STARTS = ((b"/9j/", 0), (b"_9j_", 0), (b"iVBORw0KGgo", 0), (b"R0lGOD", 0), (b"UklGR", 0),
+               (b"SUkqA", 0), (b"TU0AK", 0), (b"Z0eXB", 6))
+_JSON_SLASH = re.compile(rb"\\(?:/|u002[fF])")
+_JSON_PLUS = re.compile(rb"\\u002[bB]")
+
+
+def _starts_in(text: bytes) -> bool:
+    return any(lit in text for lit, _ in _B64_STARTS)
+
+
+def residual_images(body: bytes, covered: list[tuple[int, int]]) -> int:
+    """Offset of a base64 / data-URL image left outside every inspected carrier, else -1.
+
+    Why: the carrier parsers only look where a known shape puts an image (whole JSON
+    string values, whole form fields, whole parts).  A base64 image anywhere else (a
+    JSON key, a JSON document inside a JSON string, a data URL inside a chat message's
+    HTML, an XML body) would otherwise leave with all its metadata and without a word in
+    the report.  This search is the safety net that turns every such image into an error
+    finding (fail closed).  A candidate counts only when a base64 run *starts* there
+    (not in the middle of a longer base64 text, e.g. a base64 PDF) and really decodes to
+    an image signature, so text merely mentioning ``/9j/`` does not block a request.
+    """
+    if not body:
+        return -1
+    view = body
+    if covered:
+        buf = bytearray(body)
+        for s, e in covered:
+            s, e = max(0, s), min(len(buf), e)
+            if e > s:
+                buf[s:e] = bytes(e - s)
+        view = bytes(buf)
+    texts = [view]
+    if b"\\/" in view or b"\\u002" in view:  # JSON escapes of '/' and '+' inside string text
+        texts.append(_JSON_PLUS.sub(b"+", _JSON_SLASH.sub(b"/", view)))
+    if (b"%2F9j%2F" in view or b"%2f9j%2f" in view or _starts_in(view)) and b"%" in view:
+        texts.append(unquote_to_bytes(view))  # percent-encoded text (form fields, queries)
+    for text in texts:
+        for lit, back in _B64_STARTS:
+            i = text.find(lit)
+            while i >= 0:
+                p = i - back
+                if p >= 0 and (p == 0 or text[p - 1] not in _B64_RUN_CHAR):
+                    end = p
+                    while end < len(text) and end - p < 64 and text[end] in _B64_RUN_CHAR:
+                        end += 1
+                    if base64text.quick_check(text[p:end]):
+                        return p
+                i = text.find(lit, i + 1)
+    return -1
 
 
 def identifying(name: str | None) -> bool:
@@ -286,6 +342,11 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
     except multipart.MultipartError as exc:
         return _unparseable(data, f"cannot parse multipart body ({exc})", _join(where, "multipart body"),
                             base, ctx)
+    for lo, hi, what in ((0, mp.preamble_end, "preamble"), (mp.epilogue_start, len(data), "epilogue")):
+        if hi > lo and (sniff(data[lo:hi]) is not None or signature_in(data[lo:hi])):
+            # servers ignore these bytes, but they still leave the machine
+            _error(ctx, _join(where, f"multipart {what}"), sniff(data[lo:hi]), hi - lo,
+                   f"image data in the multipart {what} cannot be cleaned", (base + lo, base + hi))
     edits: list[tuple[int, int, bytes]] = []
     for i, part in enumerate(mp.parts):
         payload = data[part.body_start:part.body_end]

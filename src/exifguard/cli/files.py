@@ -101,10 +101,26 @@ def _options(args: argparse.Namespace, *, collect_values: bool = False) -> Scrub
                         collect_values=collect_values)
 
 
-def _read(path: Path) -> bytes:
+def _read(path: Path, limit: int) -> bytes:
+    """The file's bytes, refusing directories, devices/FIFOs and files over the engine limit.
+
+    Why check before reading: `read_bytes()` on a multi-gigabyte file or on /dev/zero
+    would exhaust memory (or never return) before the engine's own size check runs.
+    """
+    st = path.stat()
     if path.is_dir():
         raise ScrubError("is a directory")
-    return path.read_bytes()
+    if not path.is_file():
+        raise ScrubError("is not a regular file")
+    if st.st_size > limit:
+        raise ScrubError(f"is too large to scrub ({st.st_size} bytes; limit {limit})")
+    with path.open("rb") as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise ScrubError(f"is too large to scrub (more than {limit} bytes)")
+    if not data:
+        raise ScrubError("is empty")
+    return data
 
 
 def _err(path: str, message: str) -> None:
@@ -117,7 +133,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     docs = []
     for name in args.files:
         try:
-            result = scrub(_read(Path(name)), options=opts)
+            result = scrub(_read(Path(name), opts.max_input_bytes), options=opts)
         except (ScrubError, OSError) as exc:
             failed += 1
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -165,7 +181,9 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, Path]] | str:
     """Pair every input with its output path, or return a usage error message."""
     inputs = list(args.files)
     if args.in_place:
-        return [(n, Path(n)) for n in inputs]
+        # a symlink is followed: replacing the link itself would leave the metadata in
+        # the file it points to while reporting the file as cleaned
+        return [(n, Path(n).resolve()) for n in inputs]
     out = Path(args.output)
     if len(inputs) == 1 and not out.is_dir():
         if out.resolve() == Path(inputs[0]).resolve():
@@ -195,7 +213,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
     for name, dest in pairs:
         src = Path(name)
         try:
-            data = _read(src)
+            data = _read(src, opts.max_input_bytes)
             result = scrub(data, options=opts)
             mode = src.stat().st_mode & 0o777 if args.in_place else None
             _atomic_write(dest, result.data, mode)

@@ -189,6 +189,19 @@ class Exifguard:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
+        try:
+            self._requestheaders(flow)
+        except Exception as exc:  # noqa: BLE001 - mitmproxy would log it and forward the flow
+            # We do not know whether this is an upload we must clean: fail closed.
+            log.exception("exifguard: internal error while classifying a request")
+            if self.mode is Mode.AUDIT or self.on_error is OnError.PASS:
+                return
+            self.stats.killed += 1
+            log.error("exifguard: killed a request after an internal error (%s); nothing was sent",
+                      type(exc).__name__)
+            flow.kill()
+
+    def _requestheaders(self, flow: http.HTTPFlow) -> None:
         self.stats.requests_seen += 1
         req = flow.request
         if req.method.upper() == "OPTIONS":  # CORS preflight: never touched
@@ -228,7 +241,14 @@ class Exifguard:
             flow.kill()
             return
         if req.raw_content:
-            await self._scrub(flow, watch)
+            try:
+                await self._scrub(flow, watch)
+            except Exception as exc:  # noqa: BLE001 - mitmproxy would log it and forward the original
+                log.exception("exifguard: internal error while applying the policy")
+                if flow.live and flow.response is None:
+                    self._respond_error(flow, watch, f"internal error while checking the upload "
+                                                     f"({type(exc).__name__})")
+                return
         if watch.selftest_port and flow.live and flow.response is None:
             # `exifguard selftest`: deliver to its local sink instead of the real service.
             req.scheme, req.host, req.port = "http", "127.0.0.1", watch.selftest_port

@@ -104,8 +104,10 @@ def decide(mode: Mode, on_error: OnError, images: Sequence[ImageState],
     if mode is Mode.AUDIT:
         return Decision(Outcome.FORWARD_ORIGINAL, (Action.AUDIT,) * n)
     if mode is Mode.BLOCK:
-        if n == 0:  # blockers without images cannot happen in practice; nothing to refuse
-            return Decision(Outcome.FORWARD_ORIGINAL, ())
+        if n == 0:  # the carrier layer could not inspect the body (e.g. its own internal error)
+            return Decision(Outcome.RESPOND, (), BLOCK_STATUS,
+                            block_text(f"the upload could not be inspected ({_first_reason(blockers)}), "
+                                       "and image uploads are blocked (exifguard_mode=block)"))
         what = "an image" if n == 1 else f"{n} images"
         return Decision(Outcome.RESPOND, (Action.BLOCKED,) * n, BLOCK_STATUS,
                         block_text(f"{what} in an upload to an AI service, and image uploads "

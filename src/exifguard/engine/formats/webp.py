@@ -31,6 +31,7 @@ from ..xmp import xmp_orientation, xmp_property_names
 _IMAGE = (b"VP8 ", b"VP8L")
 _KEEP_ALWAYS = frozenset({b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"})
 _ANMF_KEEP = frozenset({b"ALPH", b"VP8 ", b"VP8L"})
+_ANIM_SIZE = 6  # background colour (4) + loop count (2)
 _ANMF_HEADER = 16  # X, Y, width-1, height-1 (3 bytes each), duration (3), flags (1)
 _EXIF_PREFIXES = (b"", b"Exif\0\0")
 
@@ -246,6 +247,10 @@ def _scrub_extended(w: _Writer, chunks: list[_Chunk]) -> None:
                 has_image = _scrub_anmf(w, c) or has_image
             if c.fourcc == b"ALPH":
                 w.findings.keep("transparency", "WebP ALPH")
+            if c.fourcc == b"ANIM" and c.size > _ANIM_SIZE and any(payload[_ANIM_SIZE:]):
+                # ANIM is background colour + loop count; anything after is a hiding place
+                w.findings.remove("WebP ANIM extra data", c.payload_at + _ANIM_SIZE, c.size - _ANIM_SIZE)
+                w.out[c.payload_at + _ANIM_SIZE:c.payload_at + c.size] = bytes(c.size - _ANIM_SIZE)
             w.zero_pad(c)
         elif c.fourcc == b"ICCP" and opts.keep_icc and not icc_kept and icc_flag:
             # kept only when the VP8X ICC flag says decoders use it: keeping an ICCP the

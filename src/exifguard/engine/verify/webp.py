@@ -96,6 +96,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     for fourcc, at, size, _ in top[1:]:
         body = clean[at + 8:at + 8 + size]
         if fourcc in _RENDER:
+            if fourcc == b"ANIM" and any(body[6:]):
+                raise ScrubError(f"ANIM chunk at offset {at} carries data after its 6 bytes")
             if fourcc == b"ANMF":
                 if size < 16:
                     raise ScrubError("ANMF frame too short")
