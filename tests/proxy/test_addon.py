@@ -329,3 +329,36 @@ async def test_selftest_route_needs_the_token(setup):
 def test_make_addons():
     a = make_addons()
     assert isinstance(a[0], Exifguard) and isinstance(a[1], StreamResponses)
+
+
+async def test_resumable_upload_state_persists_across_requests(setup):
+    """Chunk 2 of a resumable upload is judged by chunk 1 (real carrier layer): a document's
+    continuation passes, a photo's continuation is refused (a partial image cannot be cleaned)."""
+    from exifguard.carriers import rewrite_request
+    addon, tctx = setup(rewrite_request)
+    assert addon.uploads is not None
+
+    def chunk(upload_id: str, body: bytes, offset: int, command: str):
+        return flow(host="push.clients6.google.com", path=f"/upload/?upload_id={upload_id}&upload_protocol=resumable",
+                    body=body, headers=(("x-goog-upload-offset", str(offset)),
+                                        ("x-goog-upload-command", command)))
+
+    doc = b"%PDF-1.7\n" + b"x" * 1000
+    first = chunk("doc1", doc[:500], 0, "upload")
+    await run(addon, tctx, first)
+    assert first.response is None
+    second = chunk("doc1", doc[500:], 500, "upload, finalize")
+    await run(addon, tctx, second)
+    assert second.response is None and second.live, "a document's continuation chunk was blocked"
+
+    photo = DIRTY * 40
+    p1 = chunk("img1", photo[:300], 0, "upload")
+    await run(addon, tctx, p1)
+    assert p1.response is not None and p1.response.status_code == 422
+    p2 = chunk("img1", photo[300:], 300, "upload, finalize")
+    await run(addon, tctx, p2)
+    assert p2.response is not None and p2.response.status_code == 422
+
+    unknown = chunk("never-seen", b"y" * 100, 4096, "upload, finalize")
+    await run(addon, tctx, unknown)
+    assert unknown.response is not None, "a continuation of an upload we never saw must fail closed"

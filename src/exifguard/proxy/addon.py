@@ -28,6 +28,7 @@ from typing import Any, Optional, Sequence  # mitmproxy option typespecs want ty
 
 from mitmproxy import command, connection, ctx, exceptions, http
 
+from ..carriers import CarrierOptions, UploadTracker
 from . import policy
 from .audit import AuditLog, ImageRecord, strip_query
 from .hosts import HostSet, Match, normalise_host
@@ -79,15 +80,6 @@ class Stats:
                 f"flows killed {self.killed}, non-loopback clients refused {self.rejected_clients}")
 
 
-@dataclass(frozen=True)
-class _FallbackCarrierOptions:
-    """Used only when exifguard.carriers is not importable (a fake rewrite is injected)."""
-
-    scrub: Any = None
-    rename_files: bool = False
-    max_body_bytes: int = 256 * 1024 * 1024
-
-
 @dataclass
 class _Watch:
     match: Match
@@ -110,6 +102,9 @@ class Exifguard:
         self.on_error = OnError.BLOCK
         self.audit: AuditLog | None = None
         self.stats = Stats()
+        # One tracker for the proxy's lifetime: a continuation chunk of a resumable upload
+        # is judged by what its first chunk was (an image: fail closed; anything else: pass).
+        self.uploads = UploadTracker()
 
     # ---- options -------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -257,11 +252,8 @@ class Exifguard:
         from ..engine.report import ScrubOptions
         scrub = ScrubOptions(keep_icc=ctx.options.exifguard_keep_icc,
                              collect_values=ctx.options.exifguard_log_values)
-        try:
-            from ..carriers import CarrierOptions
-        except ImportError:
-            return _FallbackCarrierOptions(scrub, ctx.options.exifguard_rename_files)
-        return CarrierOptions(scrub=scrub, rename_files=ctx.options.exifguard_rename_files)
+        return CarrierOptions(scrub=scrub, rename_files=ctx.options.exifguard_rename_files,
+                              uploads=self.uploads)
 
     def _rewrite_fn(self) -> RewriteFn:
         if self._rewrite is None:
