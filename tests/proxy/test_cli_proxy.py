@@ -35,6 +35,12 @@ def test_mitmdump_args_scope_and_safety(tmp_path):
     sets_b = [b[i + 1] for i, x in enumerate(b) if x == "--set"]
     assert "upstream_cert=false" not in sets_b and "exifguard_allow_remote=true" in sets_b
     assert not any(s.startswith("exifguard_audit_log") for s in sets_b)
+    # mitmdump's own flow lines would print signed upload URLs: off unless asked for
+    assert "flow_detail=0" in sets and "flow_detail=0" in sets_b
+    c = cli.build_mitmdump_args(host="127.0.0.1", port=1, certs=tmp_path, hosts=hosts, constrained=True,
+                                audit_log=None, token="", mode="strip", on_error="block", extra_hosts=[],
+                                removed_hosts=[], passthrough=["--set", "flow_detail=2"])
+    assert [x for x in c if x.startswith("flow_detail")] == ["flow_detail=2"]
 
 
 def test_mitmdump_found_and_certs_default():

@@ -122,6 +122,11 @@ def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts, constrained
         a += ["--set", f"exifguard_selftest_token={token}"]
     if allow_remote:
         a += ["--set", "exifguard_allow_remote=true"]
+    if not any("flow_detail" in x for x in passthrough):
+        # mitmdump's per-flow lines print request URLs, and upload URLs carry signatures
+        # (Azure SAS `sig=`, S3 policies); exifguard's own line per image names host and
+        # path only.  `-- --set flow_detail=1` brings mitmdump's lines back.
+        a += ["--set", "flow_detail=0"]
     return a + passthrough
 
 
