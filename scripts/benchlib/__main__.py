@@ -81,7 +81,7 @@ def profile_cli(files: list[Path], work: Path, top: int = 14) -> str:
     out = work / "cli_profile_out"
     stats = work / "cli.prof"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "exifguard", "scrub", "-q",
+    subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "exifguard.cli", "scrub", "-q",
                     *map(str, files), "-o", str(out)], capture_output=True, timeout=600)
     dt = time.perf_counter() - t0
     if not stats.exists():
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                 proxy_res = proxy.run_proxy(work / "proxy", sizes_mb=proxy_sizes, reps=2 if quick else 7,
                                             levels=[1, 8] if quick else [1, 8, 32],
                                             requests=a.requests or (16 if quick else 128),
-                                            sse_reps=2 if quick else 7, log=log)
+                                            sse_reps=2 if quick else 7, attribute_reps=2 if quick else 5,
+                                            log=log)
             except (RuntimeError, OSError) as exc:
                 log(f"proxy: could not run: {exc}")
                 proxy_res = None
@@ -213,6 +214,9 @@ def render(a, env, shared, ts, corpus_res, large_res, floor_rows, corpus_floor, 
     L += report.proxy_section(proxy_res) if proxy_res else ["(not run)", ""]
     L += ["## 3. Physical floor", ""]
     L += report.floor_section(floor_rows, corpus_floor) if floor_rows else ["(not run: --parts)", ""]
+    notes = Path(__file__).with_name("analysis.md")
+    if notes.exists() and not quick:
+        L += ["## Where the time goes and what to fix", "", notes.read_text().strip(), ""]
     L += ["## Profiles", ""]
     if profiles:
         for title, text in profiles:

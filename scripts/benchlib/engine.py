@@ -61,7 +61,7 @@ def _sniff_fmt(data: bytes) -> str:
 
 
 def load_corpus(folder: Path, *, limit_per_format: int | None = None) -> tuple[list[Item], list[str]]:
-    """Corpus images (broken_ files skipped: peers are not expected to handle them)."""
+    """Corpus images; `broken_*` files are skipped (peers are not expected to handle them)."""
     manifest = {}
     mpath = folder.parent / "manifest.json"
     if mpath.exists():
@@ -75,7 +75,7 @@ def load_corpus(folder: Path, *, limit_per_format: int | None = None) -> tuple[l
     paths.sort(key=(lambda p: (p.stat().st_size, p.name)) if limit_per_format else (lambda p: p.name))
     for p in paths:
         e = manifest.get(p.name, {})
-        if p.name.startswith("broken_") or e.get("decodes_with_pillow") is False:
+        if p.name.startswith("broken_"):
             skipped.append(p.name)
             continue
         data = p.read_bytes()
@@ -122,6 +122,7 @@ class Thorough:
     canary: int = 0
     pixels_changed: int = 0
     pixels_unknown: int = 0
+    frames_changed: int = 0  # Pillow's frame count differs (MPF secondary images, HEIF thumbnails...)
     same_length: int = 0
     leak_keys: dict[str, int] = field(default_factory=dict)  # tag -> files (names only)
 
@@ -259,14 +260,15 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name).strip("_")
 
 
-def _frame_digest(data: bytes) -> str | None:
+def _frame_digest(data: bytes) -> tuple[str, int] | None:
+    """(digest of the first frame's size, mode and pixels, number of frames), or None."""
     from PIL import Image
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
-        h = hashlib.sha256(f"{im.size}{im.mode}{getattr(im, 'n_frames', 1)}".encode())
+        h = hashlib.sha256(f"{im.size}{im.mode}".encode())
         h.update(im.tobytes())
-        return h.hexdigest()
+        return h.hexdigest(), getattr(im, "n_frames", 1)
     except Exception:
         return None
 
@@ -327,8 +329,11 @@ def judge(items: list[Item], datas: dict[str, bytes], results: dict[str, ToolRes
             before, after = orig_pix[it.name], _frame_digest(data)
             if before is None or after is None:
                 t.pixels_unknown += 1
-            elif before != after:
-                t.pixels_changed += 1
+            else:
+                if before[0] != after[0]:
+                    t.pixels_changed += 1
+                if before[1] != after[1]:
+                    t.frames_changed += 1
         verdicts[name] = t
         log(f"  judged {name}: {t.ok} cleaned, {t.leaking} leak a privacy tag, {t.canary} keep a canary")
     return verdicts

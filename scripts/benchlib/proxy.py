@@ -85,7 +85,7 @@ class Harness:
         self.sink_port = int(port_file.read_text())
         self.proxies: dict[str, Running] = {}
 
-    def start_proxy(self, name: str, scripts: list[Path]) -> Running:
+    def start_proxy(self, name: str, scripts: list[Path], extra_env: dict[str, str] | None = None) -> Running:
         port = free_port()
         argv = [str(VENV_BIN / "mitmdump"), "--listen-host", "127.0.0.1", "--listen-port", str(port),
                 "--set", f"confdir={self.conf}", "--set", "connection_strategy=lazy",
@@ -99,6 +99,7 @@ class Harness:
         env = dict(os.environ)
         env.pop("HTTP_PROXY", None)
         env.pop("HTTPS_PROXY", None)
+        env.update(extra_env or {})
         proc = subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, cwd=str(REPO))
         deadline = time.monotonic() + 60
@@ -226,6 +227,9 @@ class ProxyResult:
     errors: dict[str, str] = field(default_factory=dict)
     rps: dict[tuple[str, int], Series] = field(default_factory=dict)  # (variant, concurrency)
     rss_kb: dict[tuple[str, int], int] = field(default_factory=dict)
+    cpu_ms: dict[tuple[str, int], Series] = field(default_factory=dict)  # proxy CPU per request
+    attribution: list[tuple[str, int, Series, Series, Series]] = field(default_factory=list)
+    # (shape, body bytes, request latency, rewrite wall, rewrite CPU) through the timed addon
     ttfb: dict[str, Series] = field(default_factory=dict)
     sse_total: dict[str, Series] = field(default_factory=dict)
     rps_photo_bytes: int = 0
@@ -233,6 +237,15 @@ class ProxyResult:
     reps: int = 0
     sse_delay: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a live process (all its threads), from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def _reset_hwm(pid: int) -> None:
@@ -311,9 +324,13 @@ async def _measure(h: Harness, variants: list[Running], res: ProxyResult, photos
                             except Exception:  # noqa: BLE001
                                 failures += 1
 
+                    c0 = cpu_seconds(v.proc.pid) if v.proc else float("nan")
                     t0 = time.perf_counter()
                     await asyncio.gather(*(one() for _ in range(requests)))
                     dt = time.perf_counter() - t0
+                    if v.proc:
+                        res.cpu_ms.setdefault((v.name, level), Series()).add(
+                            (cpu_seconds(v.proc.pid) - c0) * 1000 / requests)
                     if failures:
                         res.errors[f"{v.name} / c={level}"] = f"{failures} of {requests} requests failed"
                     res.rps.setdefault((v.name, level), Series()).add((requests - failures) / dt)
@@ -325,8 +342,34 @@ async def _measure(h: Harness, variants: list[Running], res: ProxyResult, photos
         log(f"  concurrency {level} done")
 
 
+async def _attribute(h: Harness, v: Running, times: Path, res: ProxyResult, photo: bytes, small: bytes,
+                     reps: int) -> None:
+    """Latency through the timed addon next to the rewrite time it logged (same requests)."""
+    c = Client(h, v)
+    try:
+        for label, data in (("small", small), ("5 MB", photo)):
+            for shape in SHAPES:
+                r = build(shape, data)
+                await c.send(r)  # warm-up
+                lat = Series()
+                times.write_text("")
+                for _ in range(reps):
+                    t0 = time.perf_counter()
+                    await c.send(r)
+                    lat.add(time.perf_counter() - t0)
+                wall, cpu = Series(), Series()
+                for line in times.read_text().split("\n"):
+                    parts = line.split()
+                    if len(parts) == 3:
+                        wall.add(float(parts[1]))
+                        cpu.add(float(parts[2]))
+                res.attribution.append((shape, len(r.body), lat, wall, cpu))
+    finally:
+        await c.close()
+
+
 def run_proxy(work: Path, *, sizes_mb: list[float], reps: int, levels: list[int], requests: int,
-              sse_reps: int, sse_delay: float = 0.5, log=print) -> ProxyResult:
+              sse_reps: int, sse_delay: float = 0.5, attribute_reps: int = 5, log=print) -> ProxyResult:
     h = Harness(work, sse_delay)
     res = ProxyResult([], [], reps=reps, sse_delay=sse_delay, rps_requests=requests)
     try:
@@ -354,6 +397,19 @@ def run_proxy(work: Path, *, sizes_mb: list[float], reps: int, levels: list[int]
         for v in variants:
             if v.proc and v.proc.poll() is not None:
                 res.notes.append(f"{v.name} exited during the run (code {v.proc.returncode})")
+        if addon is not None and attribute_reps:
+            for v in variants:  # free the cores before the attribution pass
+                if v.proc and v.proc.poll() is None:
+                    v.proc.terminate()
+            times = work / "rewrite_times.txt"
+            try:
+                tv = h.start_proxy("mitmdump + exifguard (timed)", [Path(__file__).with_name("timed_addon.py")],
+                                   {"EXIFGUARD_BENCH_TIMES": str(times)})
+                mid = sorted(photos.items())[len(photos) // 2][1] if photos else small
+                five = next((p.read_bytes() for mb, p in zip(sizes_mb, paths) if abs(mb - 5) < 0.01), mid)
+                asyncio.run(_attribute(h, tv, times, res, five, small, attribute_reps))
+            except (RuntimeError, OSError) as exc:
+                res.notes.append(f"attribution pass failed: {exc}")
     finally:
         h.stop()
     return res

@@ -41,15 +41,15 @@ def corpus_section(c: CorpusResult) -> list[str]:
     n = len(c.items)
     total_bytes = sum(it.size for it in c.items)
     fmts = sorted({it.fmt for it in c.items})
-    L = [f"Corpus: {n} images ({_mb(total_bytes)}; formats {', '.join(fmts)}), `broken_*` and "
-         f"non-decodable files skipped. {c.rounds} interleaved rounds (round k starts with a different "
+    L = [f"Corpus: {n} images ({_mb(total_bytes)}; formats {', '.join(fmts)}), `broken_*` files "
+         f"skipped. {c.rounds} interleaved rounds (round k starts with a different "
          f"tool); the slowest tools (exiftool one process per file, mat2, Pillow re-save) ran in the "
          f"first {c.heavy_rounds}. In-process tools run each image 3 times per round (Pillow once).", ""]
     L += ["### Whole corpus", "",
           "Per-image times are medians over rounds; \"corpus total\" is the time for all images the "
           "tool handled, median (min–max) over rounds. Folder tools are one process over the folder "
-          "(start-up included). Peak memory: RSS of the process for subprocess tools (ru_maxrss "
-          "via wait4; VmHWM for the resident exiftool), Python-level peak allocation (tracemalloc) "
+          "(start-up included). Peak memory: RSS of the process for subprocess tools (GNU time's "
+          "%M; VmHWM for the resident exiftool), Python-level peak allocation (tracemalloc) "
           "per image for in-process tools.", ""]
     rows = []
     for name, r in c.tools.items():
@@ -107,17 +107,18 @@ def thorough_section(c: CorpusResult) -> list[str]:
          f"corpus manifest (serial numbers, names, places, comments — {with_canary} of {n} images carry "
          f"at least one that occurs in the file) is still findable raw, UTF-16, hex, base64 or inside a "
          f"zlib stream (`tests/support/canary.py`); *pixels changed*: Pillow's decode of the first frame "
-         f"(size, mode, frame count, pixel bytes) differs from the original's (pillow-heif for HEIC/AVIF; "
+         f"(size, mode, pixel bytes) differs from the original's; *frame count changed*: Pillow sees a different "
+         f"number of frames (for example an MPO whose secondary image was removed) (pillow-heif for HEIC/AVIF; "
          f"JPEG XL cannot be decoded, counted as not comparable). A tool that failed on an image "
          f"counts as failed, not as leaking.", ""]
     rows = []
     for name, t in c.thorough.items():
         top = sorted(t.leak_keys.items(), key=lambda kv: -kv[1])[:4]
         rows.append([name, str(t.ok), str(t.failed), str(t.leaking), str(t.canary),
-                     f"{t.pixels_changed} (+{t.pixels_unknown} n/a)", str(t.same_length),
+                     f"{t.pixels_changed} (+{t.pixels_unknown} n/a)", str(t.frames_changed), str(t.same_length),
                      ", ".join(f"`{k}` ({v})" for k, v in top) or "–"])
-    L += _table(["tool", "cleaned", "failed", "left a privacy tag", "left a canary", "pixels changed",
-                 "same length", "most frequent leftovers (files)"], rows)
+    L += _table(["tool", "cleaned", "failed", "left a privacy tag", "left a canary", "first-frame pixels changed",
+                 "frame count changed", "same length", "most frequent leftovers (files)"], rows)
     L += ["", "piexif.remove only deletes the first Exif APP1 (JPEG) or EXIF chunk (WebP): it leaves XMP, "
           "IPTC/Photoshop APP13, COM, MPF and its secondary images, maker data in other APPn segments, "
           "ICC profiles, trailers after EOI, and it refuses every other format.", ""]
@@ -151,7 +152,7 @@ def large_section(lr: LargeResult) -> list[str]:
                      "–" if left is None else ("yes" if left else "no")])
     L += _table(["tool", "a: fixed ms", "b: ms per MB", "canary left in output"], rows)
     L += ["", "Peak memory per size (MB): RSS growth of one clean in a fresh interpreter for in-process "
-          "tools (VmHWM after − VmRSS before; includes Pillow's pixel buffers), ru_maxrss for "
+          "tools (VmHWM after − VmRSS before; includes Pillow's pixel buffers), GNU time's %M for "
           "subprocess tools, VmHWM of the resident process for exiftool -stay_open; exifguard's "
           "Python-level peak (tracemalloc) in the last column.", ""]
     rows = []
@@ -207,6 +208,27 @@ def proxy_section(p: ProxyResult) -> list[str]:
         row.append(fmt_ratio(eg.median / bare.median) if bare and eg else "–")
         rows.append(row)
     L += _table(["concurrency"] + uv + ["exifguard / bare rps"], rows)
+    if p.cpu_ms:
+        rows = []
+        for lvl in levels:
+            row = [str(lvl)]
+            for v in uv[1:]:
+                s = p.cpu_ms.get((v, lvl))
+                row.append(f"{s.median:.1f}" if s and s.n else "–")
+            rows.append(row)
+        L += ["", "Proxy CPU time per request in those runs (utime + stime of the mitmdump process, all "
+              "threads, ms; a 2-core machine saturates at about 2000 ms of CPU per second):", ""]
+        L += _table(["concurrency"] + uv[1:], rows)
+    if p.attribution:
+        L += ["", "Where exifguard's added latency goes: the same requests through a copy of the addon "
+              "whose `exifguard.carriers.rewrite_request` (carrier parsing + engine + residual-image "
+              "scan) is timed (`scripts/benchlib/timed_addon.py`), median (min–max) ms:", ""]
+        rows = []
+        for shape, size, lat, wall, cpu in p.attribution:
+            rows.append([shape, _mb(size), fmt_range_ms(lat), fmt_range_ms(wall), fmt_range_ms(cpu),
+                         f"{wall.median / lat.median * 100:.0f}%" if lat.n and wall.n else "–"])
+        L += _table(["shape", "body", "request latency", "rewrite_request wall", "rewrite_request CPU",
+                     "share of latency"], rows)
     L += ["", f"Streamed response (SSE): the sink sends one event, waits {p.sse_delay:g} s, sends three more. "
           f"Time to first byte and to the end, median (min–max) ms:", ""]
     rows = []
@@ -289,7 +311,7 @@ def targets(c: CorpusResult | None, floor_rows: list[FloorRow] | None, p: ProxyR
                                   f"{fmt_ratio(ratio)} (CLI {fmt_ms(cli.folder.median)} ms vs {label} "
                                   f"{fmt_ms(best)} ms, {len(c.items)} images)", ratio >= 3))
     if floor_rows:
-        big = [r for r in floor_rows if r.size >= 10 * MB and not r.error and r.copy.n]
+        big = [r for r in floor_rows if r.size >= 9.5 * MB and not r.error and r.copy.n]
         if big:
             worst = max(big, key=lambda r: r.ratio)
             out.append(Target("10–50 MB JPEG: engine within 4x of one copy", "≤ 4x",

@@ -157,7 +157,7 @@ class FolderRun:
 def exifguard_cli_folder(files: list[Path], out: Path) -> FolderRun:
     out.mkdir(parents=True, exist_ok=True)
     exe = VENV_BIN / "exifguard"
-    argv = [str(exe)] if exe.exists() else [str(VENV_BIN / "python"), "-m", "exifguard"]
+    argv = [str(exe)] if exe.exists() else [str(VENV_BIN / "python"), "-m", "exifguard.cli"]
     p = run_proc(argv + ["scrub", "-q", *map(str, files), "-o", str(out)])
     outs = {f.name: out / f.name for f in files if (out / f.name).exists()}
     return FolderRun(p.seconds, p.maxrss_kb, outs, "" if p.returncode == 0 else f"exit {p.returncode}")
