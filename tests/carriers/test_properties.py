@@ -16,6 +16,7 @@ from carriers.builders import field_part, file_part, multipart
 from carriers.helpers import decode_span
 from exifguard import sniff
 from exifguard.carriers import CarrierOptions, rewrite_request
+from exifguard.carriers.scan import signature_in
 from support import canary
 
 MARK = b"CANARY-7f3a9c"
@@ -64,6 +65,10 @@ def test_multipart_without_images_identical(parts, boundary, crlf, preamble, quo
     for _, payload in parts:
         assume(_no_image_payload(payload) and (b"--" + boundary.encode()) not in payload)
     assume(b"--" + boundary.encode() not in preamble)
+    # "without images" by the layer's own (deliberately fail-closed) definition: the
+    # preamble holds no raw or base64 image signature either (Hypothesis found b"\xff\n",
+    # a bare JPEG XL codestream's signature, and b"R0lGODlh", base64 of "GIF89a")
+    assume(_no_image_payload(preamble + crlf) and signature_in(preamble) is None)
     body = multipart([field_part(n, p) for n, p in parts], boundary, crlf=crlf,
                      preamble=preamble + crlf if preamble else b"")
     ct = f'multipart/form-data; boundary="{boundary}"' if quoted else f"multipart/form-data; boundary={boundary}"
