@@ -106,3 +106,13 @@ def test_aws_chunked_image_is_error() -> None:
                         {"x-amz-content-sha256": "STREAMING-AWS4-HMAC-SHA256-PAYLOAD", "Content-Encoding": "aws-chunked"},
                         body)
     assert r.body == body and r.has_errors
+
+
+def test_crc32c_fast_path_matches_the_pure_python_oracle() -> None:
+    import os
+
+    from exifguard.carriers import hashes
+    assert hashes.crc32c_pure(b"123456789") == 0xE3069283  # the published check value
+    for n in (0, 1, 7, 4096, 100_003):
+        data = os.urandom(n)
+        assert hashes.crc32c(data) == hashes.crc32c_pure(data)
