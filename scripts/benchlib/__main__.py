@@ -81,8 +81,11 @@ def profile_cli(files: list[Path], work: Path, top: int = 14) -> str:
     out = work / "cli_profile_out"
     stats = work / "cli.prof"
     t0 = time.perf_counter()
+    from .common import python_child_env
+    env = python_child_env(work / "pycache")
+    subprocess.run([sys.executable, "-c", "import exifguard.cli.files"], env=env, timeout=120)  # warm
     subprocess.run([sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "exifguard.cli", "scrub", "-q",
-                    *map(str, files), "-o", str(out)], capture_output=True, timeout=600)
+                    *map(str, files), "-o", str(out)], capture_output=True, timeout=600, env=env)
     dt = time.perf_counter() - t0
     if not stats.exists():
         return "(profiling the CLI failed)"

@@ -164,6 +164,8 @@ def _inproc_pass(name: str, fn, items: list[Item], datas: dict[str, bytes], res:
 def run_corpus(items: list[Item], work: Path, *, rounds: int, heavy_rounds: int,
                log=print) -> CorpusResult:
     tools.register_heif()
+    tools.PYCACHE = work / "pycache"
+    tools.warm_cli(items[0].path, work / "warm")
     datas = {it.name: it.data for it in items}
     files = [it.path for it in items]
     names = list(tools.IN_PROCESS) + ["exiftool (stay_open)", "exiftool (process per file)"] + list(tools.FOLDER_TOOLS)
@@ -358,6 +360,8 @@ LARGE_TOOLS = ["exifguard (in-process)", "exifguard CLI (one file)", "piexif.rem
 def run_large(sizes_mb: list[float], work: Path, *, rounds: int, log=print) -> LargeResult:
     photos = gen.make_photos(work / "photos", sizes_mb)
     sizes = [(mb, p.stat().st_size) for mb, p in zip(sizes_mb, photos)]
+    tools.PYCACHE = work / "pycache"
+    tools.warm_cli(photos[0], work / "warm")
     names = [n for n in LARGE_TOOLS
              if not (("exiftool" in n and not tools.available("exiftool"))
                      or ("mat2" in n and not tools.available("mat2")))]
@@ -426,8 +430,7 @@ def _large_one(name: str, photo: Path, dst: Path, stay) -> tuple[float, int, byt
             raise ToolFailed(type(exc).__name__) from exc
         return time.perf_counter() - t0, 0, out
     if name == "exifguard CLI (one file)":
-        exe = tools.VENV_BIN / "exifguard"
-        p = run_proc([str(exe), "scrub", "-q", str(photo), "-o", str(dst)])
+        p = run_proc(tools.cli_argv() + ["scrub", "-q", str(photo), "-o", str(dst)], env=tools.cli_env())
         if p.returncode or not dst.exists():
             raise ToolFailed(f"exit {p.returncode}")
         return p.seconds, p.maxrss_kb, dst.read_bytes()

@@ -48,7 +48,9 @@ def corpus_section(c: CorpusResult) -> list[str]:
     L += ["### Whole corpus", "",
           "Per-image times are medians over rounds; \"corpus total\" is the time for all images the "
           "tool handled, median (min–max) over rounds. Folder tools are one process over the folder "
-          "(start-up included). Peak memory: RSS of the process for subprocess tools (GNU time's "
+          "(start-up included; the CLI runs with compiled bytecode from a private cache after one untimed "
+          "warm-up run, as an installed package would, although this machine exports "
+          "PYTHONDONTWRITEBYTECODE=1). Peak memory: RSS of the process for subprocess tools (GNU time's "
           "%M; VmHWM for the resident exiftool), Python-level peak allocation (tracemalloc) "
           "per image for in-process tools.", ""]
     rows = []
