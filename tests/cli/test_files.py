@@ -160,3 +160,17 @@ def test_in_place_follows_a_symlink_and_cleans_its_target(photo: Path, tmp_path:
     assert main(["scrub", "--in-place", str(link)]) == 0
     assert link.is_symlink()
     assert not canary.find(photo.read_bytes(), MARKER.encode())
+
+
+def test_fsync_only_when_an_existing_file_is_replaced(photo: Path, tmp_path: Path, monkeypatch) -> None:
+    """A crash must not leave an empty file where a photo was; new copies need no fsync."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    out = tmp_path / "clean.jpg"
+    assert main(["scrub", "-q", str(photo), "-o", str(out)]) == 0
+    assert synced == []
+    assert main(["scrub", "-q", str(photo), "-o", str(out)]) == 0  # replaces clean.jpg
+    assert len(synced) == 1
+    assert main(["scrub", "-q", "--in-place", str(photo)]) == 0
+    assert len(synced) == 2

@@ -158,14 +158,22 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _atomic_write(dest: Path, data: bytes, mode: int | None) -> None:
-    """Write via a temporary file in the destination folder, then rename: never partial."""
+def _atomic_write(dest: Path, data: bytes, mode: int | None, *, durable: bool) -> None:
+    """Write via a temporary file in the destination folder, then rename: never partial.
+
+    `durable` flushes the data to disk before the rename.  It matters only when the
+    rename replaces an existing file (an in-place scrub): without it a crash right
+    after the rename could leave an empty file where the person's photo was.  A new
+    output file needs no such care (the original is untouched), and skipping the
+    fsync there makes scrubbing a folder several times faster.
+    """
     fd, tmp = tempfile.mkstemp(prefix=".exifguard-", dir=dest.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         if mode is not None:
             os.chmod(tmp, mode)
         os.replace(tmp, dest)
@@ -216,7 +224,7 @@ def cmd_scrub(args: argparse.Namespace) -> int:
             data = _read(src, opts.max_input_bytes)
             result = scrub(data, options=opts)
             mode = src.stat().st_mode & 0o777 if args.in_place else None
-            _atomic_write(dest, result.data, mode)
+            _atomic_write(dest, result.data, mode, durable=args.in_place or dest.exists())
         except (ScrubError, OSError) as exc:
             failed += 1
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

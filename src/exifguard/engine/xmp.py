@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 
-_PROP = re.compile(rb"<([A-Za-z][\w.-]*):([A-Za-z][\w.-]*)(?=[\s>/])|(?<=\s)([A-Za-z][\w.-]*):([A-Za-z][\w.-]*)\s*=\s*[\"']")
+# Both branches start with a literal character class (no look-behind), so the regex
+# engine can skip ahead to the next `<` or whitespace instead of trying every offset.
+_PROP = re.compile(rb"<([A-Za-z][\w.-]*):([A-Za-z][\w.-]*)(?=[\s>/])|\s([A-Za-z][\w.-]*):([A-Za-z][\w.-]*)\s*=\s*[\"']")
 _SKIP_PREFIXES = {b"x", b"rdf", b"xml", b"xmlns", b"stEvt", b"stRef", b"stDim", b"stFnt"}
 MAX_SCAN = 4 * 1024 * 1024
 MAX_NAMES = 256
