@@ -34,7 +34,9 @@ def _floats(text: str) -> list[float]:
 def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny inputs, one round (< 60 s)")
-    ap.add_argument("--out", default=str(REPO / "docs" / "benchmarks.md"), help="Markdown report path")
+    ap.add_argument("--out", default=None,
+                    help="Markdown report path (default docs/benchmarks.md; with --quick a file in the "
+                         "temporary folder, so a smoke run never replaces the published results)")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma list of engine, proxy, floor")
     ap.add_argument("--corpus", default=None, help="folder of images (default: the shared corpus)")
     ap.add_argument("--sizes", default=None, help="generated JPEG sizes in MB (default 1,5,10,25,50)")
@@ -43,6 +45,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--requests", type=int, default=None, help="requests per concurrency run")
     ap.add_argument("--profile", action="store_true", help="include profiles even when targets are met")
     a = ap.parse_args(argv)
+    if a.out is None:
+        a.out = (str(Path(tempfile.gettempdir()) / "exifguard-bench-quick.md") if a.quick
+                 else str(REPO / "docs" / "benchmarks.md"))
     a.parts = [p.strip() for p in a.parts.split(",") if p.strip()]
     bad = [p for p in a.parts if p not in PARTS]
     if bad:
