@@ -32,6 +32,7 @@ from __future__ import annotations
 from ..errors import ScrubError
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
+from ._splice import Splice
 
 _LOOPING = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
 _ICC = b"ICCRGBG1012"
@@ -108,7 +109,7 @@ def _ident_name(ident: bytes) -> str:
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
         raise ScrubError("GIF: missing GIF87a/GIF89a header or logical screen descriptor")
-    out = bytearray(data)
+    out = Splice(data)  # written only; every read below is of `data`
     drops: list[tuple[int, int]] = []
     walk = _Walk(data, options)
     p = 13
@@ -219,17 +220,18 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         raise ScrubError("GIF: no image in the file")
     tail = trailer + 1
     if tail < n:
-        if any(data[tail:]):
+        if data.count(0, tail) != n - tail:  # any non-zero byte after the trailer
             findings.remove("data after trailer", tail, n - tail)
         out[tail:] = bytes(n - tail)
         if not options.preserve_length:
             drops.append((tail, n))
     if options.preserve_length or not drops:
-        return bytes(out)
-    compact = bytearray()
+        return out.build()
+    view = memoryview(out.build())
+    compact: list[memoryview] = []
     pos = 0
     for a, b in drops:
-        compact += out[pos:a]
+        compact.append(view[pos:a])
         pos = b
-    compact += out[pos:]
-    return bytes(compact)
+    compact.append(view[pos:])
+    return b"".join(compact)

@@ -42,6 +42,7 @@ from ..errors import ScrubError
 from ..exif import find_tiff_header, minimal_tiff, read_tiff
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
+from ._splice import Splice
 from .isobmff import Box, Budget, Reader, is_fourcc, iter_boxes, printable_type, read_header
 
 FMT = "HEIF"
@@ -98,7 +99,14 @@ class _Loc:
 
 @dataclass(slots=True)
 class _Walk:
-    buf: bytearray
+    # The walk reads `data` and writes `out`.  That equals reading the edited bytes,
+    # because nothing is read after it was edited: every box is read before it is
+    # blanked, only kept boxes are walked into (so blanked boxes never nest), top-level
+    # boxes, meta children and the trailing bytes do not overlap, and item data, the
+    # mdat/idat gaps and the infe encoding strings lie in distinct boxes or ranges
+    # (metadata items overlapping anything are refused before any item is written).
+    data: bytes
+    out: Splice
     options: ScrubOptions
     findings: Findings
     budget: Budget
@@ -109,33 +117,38 @@ class _Walk:
 def _blank_box(w: _Walk, box: Box, carrier: str | None = None) -> None:
     """Rename a box to `free` and zero everything after its header (size field kept)."""
     head = 16 if box.largesize else 8
-    had_content = any(w.buf[box.start + head:box.end])
+    had_content = _nonzero(w.data, box.start + head, box.end)
     if box.type not in PADDING or had_content:
         w.findings.remove(carrier or f"HEIF box {box.name}", box.start, box.size)
-    w.buf[box.start + 4:box.start + 8] = b"free"
-    w.buf[box.start + head:box.end] = bytes(box.end - box.start - head)
+    w.out[box.start + 4:box.start + 8] = b"free"
+    w.out[box.start + head:box.end] = bytes(box.end - box.start - head)
 
 
 def _zero_padding(w: _Walk, box: Box) -> None:
     """`free`/`skip` may hold leftovers (old metadata an editor moved away): zero them."""
-    if any(w.buf[box.body:box.end]):
+    if _nonzero(w.data, box.body, box.end):
         _blank_box(w, box)
 
 
+def _nonzero(data: bytes, a: int, b: int) -> bool:
+    """any(data[a:b]) at C speed (boxes and mdat gaps can be large)."""
+    a, b, _ = slice(a, b).indices(len(data))
+    return b > a and data.count(0, a, b) != b - a
+
+
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
-    buf = bytearray(data)
-    w = _Walk(buf, options, findings, Budget(FMT, options.max_structures))
-    n = len(buf)
+    w = _Walk(data, Splice(data), options, findings, Budget(FMT, options.max_structures))
+    n = len(data)
     tops: list[Box] = []
     pos = 0
     trailing = n
     while pos < n:
-        if n - pos < 8 or (tops and not is_fourcc(bytes(buf[pos + 4:pos + 8]))):
+        if n - pos < 8 or (tops and not is_fourcc(bytes(data[pos + 4:pos + 8]))):
             trailing = pos  # not a box: data appended after the file
             break
         w.budget.spend()
         try:
-            box = read_header(buf, pos, n, fmt=FMT, top_level=True)
+            box = read_header(data, pos, n, fmt=FMT, top_level=True)
         except ScrubError:
             if not tops:
                 raise
@@ -159,16 +172,16 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             _zero_padding(w, box)
         elif box.type not in KEEP_TOP:
             _blank_box(w, box)
-    if trailing < n and any(buf[trailing:]):
+    if trailing < n and _nonzero(data, trailing, n):
         findings.remove("data after last box", trailing, n - trailing)
-    buf[trailing:] = bytes(n - trailing)
+    w.out[trailing:] = bytes(n - trailing)
 
     _meta(w, metas[0])
-    return bytes(buf)
+    return w.out.build()
 
 
 def _meta(w: _Walk, meta: Box) -> None:
-    buf = w.buf
+    buf = w.data
     r = Reader(buf, meta.body, meta.end, FMT, "meta")
     version, _ = r.full_header()
     if version != 0:
@@ -193,7 +206,7 @@ def _meta(w: _Walk, meta: Box) -> None:
         raise ScrubError("HEIF: meta handler is not 'pict' (not a HEIF image)")
     name_at = hr.pos + 12
     if name_at < hdlr.end:  # the handler name is free text no reader needs
-        buf[name_at:hdlr.end] = bytes(hdlr.end - name_at)
+        w.out[name_at:hdlr.end] = bytes(hdlr.end - name_at)
     w.idat = children.get(b"idat")
 
     items = _iinf(w, children[b"iinf"]) if b"iinf" in children else {}
@@ -206,23 +219,23 @@ def _meta(w: _Walk, meta: Box) -> None:
 
 
 def _iinf(w: _Walk, iinf: Box) -> dict[int, _Item]:
-    r = Reader(w.buf, iinf.body, iinf.end, FMT, "iinf")
+    r = Reader(w.data, iinf.body, iinf.end, FMT, "iinf")
     version, _ = r.full_header()
     count = r.u16() if version == 0 else r.u32()
     r.require_count(count, 12)
     items: dict[int, _Item] = {}
-    for box in iter_boxes(w.buf, r.pos, iinf.end, w.budget):
+    for box in iter_boxes(w.data, r.pos, iinf.end, w.budget):
         if box.type != b"infe":
             _blank_box(w, box)
             continue
-        item = _infe(box, w.buf)
+        item = _infe(box, w.data)
         if item.id in items:
             raise ScrubError("HEIF: two item entries share one item ID")
         items[item.id] = item
     return items
 
 
-def _infe(box: Box, buf: bytearray) -> _Item:
+def _infe(box: Box, buf: bytes) -> _Item:
     r = Reader(buf, box.body, box.end, FMT, "infe")
     version, _ = r.full_header()
     if version in (0, 1):  # no item type: a MIME-typed item
@@ -252,7 +265,7 @@ def _infe(box: Box, buf: bytearray) -> _Item:
 
 
 def _iloc(w: _Walk, iloc: Box) -> dict[int, _Loc]:
-    r = Reader(w.buf, iloc.body, iloc.end, FMT, "iloc")
+    r = Reader(w.data, iloc.body, iloc.end, FMT, "iloc")
     version, _ = r.full_header()
     if version > 2:
         raise ScrubError(f"HEIF: unsupported iloc version {version}")
@@ -290,15 +303,15 @@ def _iref(w: _Walk, iref: Box) -> None:
     it hangs), but a reference cycle means a hostile or corrupt file that would send a
     decoder round in circles, so it is refused.  The check is Kahn's algorithm: linear
     in the (budgeted) number of references, no recursion."""
-    r = Reader(w.buf, iref.body, iref.end, FMT, "iref")
+    r = Reader(w.data, iref.body, iref.end, FMT, "iref")
     version, _ = r.full_header()
     if version > 1:
         raise ScrubError(f"HEIF: unsupported iref version {version}")
     id_size = 2 if version == 0 else 4
     edges: dict[int, list[int]] = {}
     indegree: dict[int, int] = {}
-    for box in iter_boxes(w.buf, r.pos, iref.end, w.budget):
-        rr = Reader(w.buf, box.body, box.end, FMT, "iref")
+    for box in iter_boxes(w.data, r.pos, iref.end, w.budget):
+        rr = Reader(w.data, box.body, box.end, FMT, "iref")
         src = rr.uint(id_size)
         n = rr.u16()
         rr.require_count(n, id_size)
@@ -324,7 +337,7 @@ def _iref(w: _Walk, iref: Box) -> None:
 
 
 def _iprp(w: _Walk, iprp: Box) -> None:
-    for box in iter_boxes(w.buf, iprp.body, iprp.end, w.budget):
+    for box in iter_boxes(w.data, iprp.body, iprp.end, w.budget):
         if box.type == b"ipco":
             _ipco(w, box)
         elif box.type == b"ipma":
@@ -337,11 +350,11 @@ def _iprp(w: _Walk, iprp: Box) -> None:
 
 def _ipco(w: _Walk, ipco: Box) -> None:
     # Properties are addressed by their 1-based position, so boxes are renamed, never removed.
-    for box in iter_boxes(w.buf, ipco.body, ipco.end, w.budget):
+    for box in iter_boxes(w.data, ipco.body, ipco.end, w.budget):
         if box.type in PADDING:
             _zero_padding(w, box)
         elif box.type == b"colr":
-            ctype = bytes(w.buf[box.body:box.body + 4])
+            ctype = bytes(w.data[box.body:box.body + 4])
             if ctype in (b"prof", b"rICC"):
                 if w.options.keep_icc:
                     w.findings.keep("colour profile", "HEIF colr ICC")
@@ -354,7 +367,7 @@ def _ipco(w: _Walk, ipco: Box) -> None:
 
 
 def _ipma(w: _Walk, ipma: Box) -> None:
-    r = Reader(w.buf, ipma.body, ipma.end, FMT, "ipma")
+    r = Reader(w.data, ipma.body, ipma.end, FMT, "ipma")
     version, flags = r.full_header()
     id_size = 2 if version < 1 else 4
     count = r.u32()
@@ -383,7 +396,7 @@ def _kind(item: _Item | None) -> str:
 def _ranges(w: _Walk, loc: _Loc, kind: str) -> list[tuple[int, int]] | None:
     """Absolute [start, end) file ranges of an item's data; None when it is not in this
     file's mdat/idat (external reference or built from other items)."""
-    n = len(w.buf)
+    n = len(w.data)
     if loc.dref != 0 or loc.method == 2:
         if kind == "image":
             return None
@@ -410,7 +423,7 @@ def _ranges(w: _Walk, loc: _Loc, kind: str) -> list[tuple[int, int]] | None:
 
 
 def _clean_items(w: _Walk, items: dict[int, _Item], locs: dict[int, _Loc]) -> None:
-    buf = w.buf
+    buf = w.data
     placed: list[tuple[int, int, str]] = []  # (start, end, kind)
     item_ranges: list[tuple[_Item | None, str, int, list[tuple[int, int]]]] = []
     for item_id, loc in locs.items():
@@ -462,7 +475,7 @@ def _clean_items(w: _Walk, items: dict[int, _Item], locs: dict[int, _Loc]) -> No
             new = neutral_xmp(total)
             if item is not None and item.encoding_span is not None:
                 s, e = item.encoding_span
-                buf[s:e] = bytes(e - s)
+                w.out[s:e] = bytes(e - s)
             if old != new:
                 w.findings.remove("HEIF XMP item", rngs[0][0] if rngs else 0, total, xmp_property_names(old))
         else:
@@ -472,14 +485,14 @@ def _clean_items(w: _Walk, items: dict[int, _Item], locs: dict[int, _Loc]) -> No
                 w.findings.remove(f"HEIF {label} item", rngs[0][0] if rngs else 0, total)
         k = 0
         for a, b in rngs:
-            buf[a:b] = new[k:k + b - a]
+            w.out[a:b] = new[k:k + b - a]
             k += b - a
 
 
 def _zero_gap(w: _Walk, a: int, b: int) -> None:
-    if any(w.buf[a:b]):
+    if _nonzero(w.data, a, b):
         w.findings.remove("HEIF unreferenced mdat data", a, b - a)
-        w.buf[a:b] = bytes(b - a)
+        w.out[a:b] = bytes(b - a)
 
 
 def _exif_tags(payload: bytes, options: ScrubOptions) -> tuple[list[str], list[tuple[str, str]]]:

@@ -30,6 +30,7 @@ from ..errors import ScrubError
 from ..exif import find_tiff_header, read_tiff
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
+from ._splice import Splice
 from .isobmff import Box, Budget, is_fourcc, read_header
 
 FMT = "JXL"
@@ -45,19 +46,22 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         return bytes(data)  # bare codestream: no boxes, no metadata carriers
     if data[:12] != SIGNATURE:
         raise ScrubError("JXL: neither a bare codestream nor a JPEG XL container")
-    buf = bytearray(data)
+    # Written only: every read is of `data`.  That is the same as reading the edited
+    # bytes, because the boxes are all found before the first edit and each box is read
+    # before it is blanked (boxes do not overlap).
+    out = Splice(data)
     budget = Budget(FMT, options.max_structures)
-    n = len(buf)
+    n = len(data)
     boxes: list[Box] = []
     pos = 0
     trailing = n
     while pos < n:
-        if n - pos < 8 or (boxes and not is_fourcc(bytes(buf[pos + 4:pos + 8]))):
+        if n - pos < 8 or (boxes and not is_fourcc(bytes(data[pos + 4:pos + 8]))):
             trailing = pos
             break
         budget.spend()
         try:
-            box = read_header(buf, pos, n, fmt=FMT, top_level=True)
+            box = read_header(data, pos, n, fmt=FMT, top_level=True)
         except ScrubError:
             if len(boxes) < 2:
                 raise
@@ -75,8 +79,8 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         if box.type in KEEP:
             continue
         head = 16 if box.largesize else 8
-        payload = bytes(buf[box.start + head:box.end])
-        if box.type in PADDING and not any(payload):
+        payload = bytes(data[box.start + head:box.end])
+        if box.type in PADDING and payload.count(0) == len(payload):  # all zero
             continue
         carrier = CARRIERS.get(box.type, f"JXL box {box.name}")
         tags: list[str] = []
@@ -104,9 +108,9 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         elif box.type == b"xml ":
             tags = xmp_property_names(inner)
         findings.remove(carrier, box.start, box.size, tags, categories=cats, values=values)
-        buf[box.start + 4:box.start + 8] = b"free"
-        buf[box.start + head:box.end] = bytes(box.end - box.start - head)
-    if trailing < n and any(buf[trailing:]):
+        out[box.start + 4:box.start + 8] = b"free"
+        out[box.start + head:box.end] = bytes(box.end - box.start - head)
+    if trailing < n and data.count(0, trailing) != n - trailing:  # any non-zero byte
         findings.remove("data after last box", trailing, n - trailing)
-    buf[trailing:] = bytes(n - trailing)
-    return bytes(buf)
+    out[trailing:] = bytes(n - trailing)
+    return out.build()

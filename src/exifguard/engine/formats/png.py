@@ -359,21 +359,22 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         if host is None:
             raise ScrubError("PNG: no room to keep the orientation in place (eXIf chunk too small)")
 
-    # Pass 2: write.
-    out = bytearray(data[:iend_end]) if options.preserve_length else bytearray(SIGNATURE)
+    # Pass 2: write.  The output is assembled once with b"".join: kept chunks (IDAT above
+    # all) are memoryview slices of the input, so their bytes are copied exactly once.
+    out = _Out(mv, options.preserve_length)
     for idx, c in enumerate(chunks):
         action = actions[idx]
         if action == "keep":
             _note_kept(c.ctype, findings)
             if not options.preserve_length:
-                out += mv[c.offset:c.end]
+                out.pieces.append(mv[c.offset:c.end])
             continue
         payload = data[c.data_start:c.data_start + c.length]
         if action == "pad":
             if not options.preserve_length:
                 continue
             if not c.crc_ok:
-                out[c.end - 4:c.end] = _crc(PAD_TYPE, payload)
+                out.replace(c.end - 4, c.end, _crc(PAD_TYPE, payload))
             continue
         if action == "iend":
             findings.remove("PNG IEND data", c.offset, c.end - c.offset)
@@ -389,7 +390,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 findings.keep("orientation", f"minimal eXIf, value {orientation}")
                 if options.preserve_length:
                     if not c.crc_ok:
-                        out[c.end - 4:c.end] = _crc(b"eXIf", payload)
+                        out.replace(c.end - 4, c.end, _crc(b"eXIf", payload))
                     continue
             else:
                 _report(c, payload, options, findings, budget, texts.get(idx))
@@ -404,21 +405,43 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             _put(out, c, struct.pack(">I", c.length) + PAD_TYPE + bytes(c.length)
                  + _crc(PAD_TYPE, bytes(c.length)), options)
 
+    if options.preserve_length:
+        out.replace(iend_end, iend_end, b"")  # the rest of the input up to IEND's end
     tail = len(data) - iend_end
     if tail:
-        if not _all_zero(mv[iend_end:]):
+        if data.count(0, iend_end) != tail:  # any non-zero byte after IEND
             findings.remove("data after IEND", iend_end, tail)
         if options.preserve_length:
-            out += bytes(tail)
-    return bytes(out)
+            out.pieces.append(bytes(tail))
+    return b"".join(out.pieces)
 
 
-def _put(out: bytearray, c: _Chunk, chunk: bytes, options: ScrubOptions) -> None:
+class _Out:
+    """Output pieces.  With preserve_length every input byte before `cursor` is in
+    `pieces` (verbatim as a view, or replaced by bytes of the same length)."""
+
+    __slots__ = ("view", "pieces", "cursor")
+
+    def __init__(self, view: memoryview, preserve_length: bool) -> None:
+        self.view = view
+        self.pieces: list[bytes | memoryview] = [] if preserve_length else [SIGNATURE]
+        self.cursor = 0
+
+    def replace(self, start: int, end: int, new: bytes) -> None:
+        """Keep the input up to `start`, then put `new` where input[start:end] was."""
+        if start > self.cursor:
+            self.pieces.append(self.view[self.cursor:start])
+        if new:
+            self.pieces.append(new)
+        self.cursor = end
+
+
+def _put(out: _Out, c: _Chunk, chunk: bytes, options: ScrubOptions) -> None:
     if options.preserve_length:
         assert len(chunk) == c.end - c.offset
-        out[c.offset:c.end] = chunk
+        out.replace(c.offset, c.end, chunk)
     else:
-        out += chunk
+        out.pieces.append(chunk)
 
 
 def _pick_host(chunks: list[_Chunk], actions: list[str], source: int | None,

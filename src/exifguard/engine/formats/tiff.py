@@ -36,6 +36,7 @@ from ..errors import ScrubError
 from ..exif import tag_name
 from ..xmp import xmp_property_names
 from ..report import Findings, ScrubOptions
+from ._splice import Splice
 
 #: Tags that image rendering needs (TIFF 6.0 baseline + extensions); everything else goes.
 KEEP_TAGS = frozenset({
@@ -466,7 +467,9 @@ class _Scrubber:
     # --- writing -------------------------------------------------------------------
     def write(self, pages: list[_Ifd]) -> bytes:
         r = self.r
-        out = bytearray(r.data)
+        # Written only, until the embedded-JPEG pass below (which needs to read what it
+        # edits and so works on a bytearray).  Directory rewrites read r.data.
+        out = Splice(r.data)
         spans = _merge(self.keep)
         # every kept directory table must stand alone, or rewriting it would damage data
         tables = sorted((i.offset, i.offset + r.cnt_size + len(i.kept) * r.ent_size + r.off_size)
@@ -491,7 +494,7 @@ class _Scrubber:
             if a > pos:
                 gaps.append((pos, a))
             pos = max(pos, b)
-        self.report_stray(out, gaps)
+        self.report_stray(r.data, gaps)  # before any edit, so the input itself
         for a, b in gaps:
             out[a:b] = bytes(b - a)
         # rewrite kept directories compactly
@@ -499,11 +502,13 @@ class _Scrubber:
                    for i, p in enumerate(pages)}
         for ifd in self.kept_ifds:
             self.write_ifd(out, ifd, next_of.get(ifd.offset, 0))
-        for a, b in self.jpeg_spans:
-            _neutralise_jpeg(out, a, b, self.findings)
-        return bytes(out)
+        if self.jpeg_spans:
+            buf = out.bytearray()
+            for a, b in self.jpeg_spans:
+                _neutralise_jpeg(buf, a, b, self.findings)
+        return out.build()
 
-    def report_stray(self, out: bytearray, gaps: list[tuple[int, int]]) -> None:
+    def report_stray(self, out: bytes, gaps: list[tuple[int, int]]) -> None:
         """Non-zero bytes no directory references and no removal accounts for: editors'
         stale copies, appended data.  Reported once, as one carrier."""
         reported = _merge(self.reported)
@@ -519,7 +524,7 @@ class _Scrubber:
         if total:
             self.findings.remove("TIFF unreferenced data", first, total)
 
-    def write_ifd(self, out: bytearray, ifd: _Ifd, nxt: int) -> None:
+    def write_ifd(self, out: Splice, ifd: _Ifd, nxt: int) -> None:
         r = self.r
         pack_int = (lambda v, size: v.to_bytes(size, "little" if r.bo == "<" else "big"))
         old_len = r.cnt_size + len(ifd.entries) * r.ent_size + r.off_size
@@ -532,7 +537,7 @@ class _Scrubber:
         table += pack_int(nxt if ifd.kind != "SubIFD" else 0, r.off_size)
         out[ifd.offset:ifd.offset + old_len] = bytes(table) + bytes(old_len - len(table))
 
-    def subifd_entry(self, out: bytearray, e: _Entry, kept: list[int], pack_int) -> bytearray:
+    def subifd_entry(self, out: Splice, e: _Entry, kept: list[int], pack_int) -> bytearray:
         """SubIFDs entry listing only the kept image directories (same value area)."""
         r = self.r
         unit = _TYPE_SIZES[e.type]
@@ -605,7 +610,7 @@ def _neutralise_jpeg(out: bytearray, start: int, end: int, findings: Findings) -
             raise ScrubError("TIFF: an embedded JPEG segment runs past its strip")
         body = slice(p + 4, p + 2 + seg_len)
         is_app = 0xE0 <= m <= 0xEF or m == 0xFE
-        neutral = m == 0xEF and not any(out[body])
+        neutral = m == 0xEF and out.count(0, p + 4, p + 2 + seg_len) == seg_len - 2  # all zero
         adobe = m == 0xEE and bytes(out[body][:5]) == b"Adobe"
         if is_app and not neutral and not adobe:
             name = "COM" if m == 0xFE else f"APP{m - 0xE0}"

@@ -58,8 +58,13 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             regions.append((14 + off, 14 + off + size))
     at = 0
     for a, b in sorted(regions):
-        if a > at and any(clean[at:a]):
+        if a > at and _nonzero(clean[at:a]):
             raise ScrubError(f"BMP has non-zero bytes outside the image at {at}")
         at = max(at, b)
-    if any(clean[at:]):
+    if _nonzero(clean[at:]):
         raise ScrubError("BMP has data after the image")
+
+
+def _nonzero(b: bytes) -> bool:
+    """any(b), at C speed (a removed trailer is zeros of the same length)."""
+    return b.count(0) != len(b)

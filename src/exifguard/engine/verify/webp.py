@@ -51,11 +51,16 @@ def _minimal_tiffs() -> set[bytes]:
 _ORIENTATION_TIFFS = _minimal_tiffs()
 
 
+def _nonzero(b: bytes) -> bool:
+    """any(b), at C speed (JUNK chunks and trailers can be large)."""
+    return b.count(0) != len(b)
+
+
 def _check_exif(payload: bytes) -> None:
     for prefix in (b"", b"Exif\0\0"):
         head = payload[len(prefix):len(prefix) + 26]
         if payload.startswith(prefix) and head in _ORIENTATION_TIFFS:
-            if any(payload[len(prefix) + 26:]):
+            if _nonzero(payload[len(prefix) + 26:]):
                 raise ScrubError("EXIF chunk has bytes after the minimal Orientation block")
             return
     raise ScrubError("EXIF chunk is not a minimal Orientation-only block")
@@ -67,20 +72,20 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     end = 8 + int.from_bytes(clean[4:8], "little")
     if end > len(clean):
         raise ScrubError("RIFF size exceeds the data")
-    if any(clean[end:]):
+    if _nonzero(clean[end:]):
         raise ScrubError("non-zero bytes past the RIFF size")
     limit = [options.max_structures]
     top = _chunks(clean, 12, end, limit)
     if not top:
         raise ScrubError("no chunks")
     for _, at, _, pad in top:
-        if any(pad):
+        if any(pad):  # at most one byte
             raise ScrubError(f"non-zero pad byte after the chunk at offset {at}")
 
     kind = top[0][0]
     if kind in (b"VP8 ", b"VP8L"):
         for fourcc, at, size, _ in top[1:]:
-            if fourcc != b"JUNK" or any(clean[at + 8:at + 8 + size]):
+            if fourcc != b"JUNK" or _nonzero(clean[at + 8:at + 8 + size]):
                 raise ScrubError("a simple WebP may hold nothing after its image but zero JUNK")
         return
     if kind != b"VP8X":
@@ -89,27 +94,27 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     if vsize < 10:
         raise ScrubError("VP8X too short")
     flags = clean[vat + 8]
-    if flags & 0xC1 or any(clean[vat + 9:vat + 12]) or any(clean[vat + 18:vat + 8 + vsize]):
+    if flags & 0xC1 or any(clean[vat + 9:vat + 12]) or _nonzero(clean[vat + 18:vat + 8 + vsize]):
         raise ScrubError("VP8X reserved bits are set")
 
     seen_exif = seen_icc = False
     for fourcc, at, size, _ in top[1:]:
         body = clean[at + 8:at + 8 + size]
         if fourcc in _RENDER:
-            if fourcc == b"ANIM" and any(body[6:]):
+            if fourcc == b"ANIM" and _nonzero(body[6:]):
                 raise ScrubError(f"ANIM chunk at offset {at} carries data after its 6 bytes")
             if fourcc == b"ANMF":
                 if size < 16:
                     raise ScrubError("ANMF frame too short")
                 for sub, sat, ssize, spad in _chunks(clean, at + 24, at + 8 + size, limit):
-                    if any(spad):
+                    if any(spad):  # at most one byte
                         raise ScrubError("non-zero pad byte inside ANMF")
                     if sub in _FRAME_PARTS:
                         continue
-                    if sub != b"JUNK" or any(clean[sat + 8:sat + 8 + ssize]):
+                    if sub != b"JUNK" or _nonzero(clean[sat + 8:sat + 8 + ssize]):
                         raise ScrubError(f"ANMF frame holds a non-image chunk at offset {sat}")
         elif fourcc == b"JUNK":
-            if any(body):
+            if _nonzero(body):
                 raise ScrubError(f"JUNK chunk at offset {at} is not all zeros")
         elif fourcc == b"ICCP":
             if not options.keep_icc or seen_icc:
