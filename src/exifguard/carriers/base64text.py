@@ -25,10 +25,16 @@ from ..engine.detect import sniff
 _STD = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _URL = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 _LAYOUT = frozenset(b" \t\r\n")
+_LAYOUT_CHARS = (b" ", b"\t", b"\r", b"\n")
+_LAYOUT_RE = re.compile(rb"[ \t\r\n]")
+_STD_CHARS = bytes(sorted(_STD))
+_URL_CHARS = bytes(sorted(_URL))
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
 _DATA_URL = re.compile(rb"data:([A-Za-z0-9!#$&^_.+\-]+/[A-Za-z0-9!#$&^_.+\-]+)?((?:;[^;,]*)*?);base64,",
                        re.IGNORECASE)
 _MIN_CHARS = 16
 _HEAD_CHARS = 32  # 24 decoded bytes: enough for every magic sniff() looks at first
+_HEAD_WINDOW = 1024  # more than quick_check() and payload_start() ever read of a text
 
 #: Image magics as they appear at the start of base64 text (standard alphabet): used to
 #: search bodies we cannot parse for an embedded base64 image.
@@ -95,42 +101,97 @@ def quick_check(text: bytes) -> bool:
     return _looks_like_image_head(raw)
 
 
-def decode(text: bytes) -> Base64Image | None:
-    """Decode a base64 / data URL image.
+def decode(text: bytes, lo: int = 0, hi: int | None = None) -> Base64Image | None:
+    """Decode a base64 / data URL image: `text`, or only ``text[lo:hi]`` (read in place).
 
     Returns None when the text is not a base64 image at all.  Raises NotReproducible when
     it looks like one (its head decodes to an image signature) but is malformed or could
-    not be re-encoded to exactly the same text.
+    not be re-encoded to exactly the same text.  Offsets in the result (`prefix_len`,
+    `layout`) are relative to `lo`.
+
+    Speed: a photo is megabytes of text, so the common shape (one line, no whitespace)
+    is checked with C-level scans only: the alphabet by the strict decoder itself (the
+    exact reason is worked out only when it fails), the payload is decoded straight
+    from a memoryview (no copy), and "re-encodes to exactly this text" is checked on
+    the last base64 quantum only (every complete 4-character group maps one-to-one to
+    its 3 bytes, so only the final partial group can be non-canonical).
     """
-    if not quick_check(text):
+    n = len(text) if hi is None else hi
+    head = text[lo:min(n, lo + _HEAD_WINDOW)]  # all quick_check and payload_start read
+    if not quick_check(head):
         return None
-    start, is_data_url = payload_start(text)
-    payload = text[start:]
-    layout: list[tuple[int, bytes]] = []
-    if any(c in _LAYOUT for c in payload[:4096]) or any(c in _LAYOUT for c in payload[-4096:]) or \
-            re.search(rb"[ \t\r\n]", payload):
-        for m in re.finditer(rb"[ \t\r\n]", payload):
-            layout.append((m.start(), m.group()))
-        compact = re.sub(rb"[ \t\r\n]", b"", payload)
+    prefix_len, is_data_url = payload_start(head)
+    start = lo + prefix_len
+    if any(text.find(c, start, n) >= 0 for c in _LAYOUT_CHARS):
+        return _decode_laid_out(text[lo:n], prefix_len, is_data_url)
+    end = n
+    while end > start and n - end < 3 and text[end - 1] == 0x3D:  # "="
+        end -= 1
+    pad = n - end
+    if pad > 2:
+        raise NotReproducible("base64 image text has malformed padding")
+    urlsafe = text.find(b"-", start, end) >= 0 or text.find(b"_", start, end) >= 0
+    length = end - start
+    if length % 4 == 1 or (pad and (n - start) % 4):
+        _check_alphabet(text[start:end], urlsafe)
+        if length % 4 == 1:
+            raise NotReproducible("base64 image text has an impossible length")
+        raise NotReproducible("base64 image text has malformed padding")
+    src: bytes | memoryview
+    if urlsafe:
+        if text.find(b"+", start, end) >= 0 or text.find(b"/", start, end) >= 0:
+            raise NotReproducible("base64 image text holds characters outside one base64 alphabet")
+        src = text[start:end].translate(_URL_TO_STD) + b"=" * (-length % 4)
+    elif pad or length % 4 == 0:
+        src = memoryview(text)[start:n]  # already canonically padded (or needs no padding)
     else:
-        compact = payload
+        src = text[start:end] + b"=" * (-length % 4)
+    try:
+        data = binascii.a2b_base64(src, strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        _check_alphabet(text[start:end], urlsafe)
+        raise NotReproducible("base64 image text does not decode") from exc
+    finally:
+        if isinstance(src, memoryview):
+            src.release()
+        del src
+    fmt = sniff(data)
+    if fmt is None:
+        raise NotReproducible("base64 text starts like an image but its decoded bytes are not one")
+    img = Base64Image(prefix_len=prefix_len, data=data, format=fmt, urlsafe=urlsafe, padded=pad > 0,
+                      layout=(), is_data_url=is_data_url)
+    rest = len(data) % 3
+    if rest:
+        tail = base64.urlsafe_b64encode(data[-rest:]) if urlsafe else base64.b64encode(data[-rest:])
+        if text[end - rest - 1:end] != tail[:rest + 1]:
+            raise NotReproducible("base64 image text is not in canonical form (cannot re-encode it exactly)")
+    return img
+
+
+def _check_alphabet(stripped: bytes, urlsafe: bool) -> None:
+    if stripped.translate(None, _URL_CHARS if urlsafe else _STD_CHARS):
+        raise NotReproducible("base64 image text holds characters outside one base64 alphabet")
+
+
+def _decode_laid_out(text: bytes, start: int, is_data_url: bool) -> Base64Image:
+    """`decode` for text with whitespace (line-wrapped base64): rare, so kept simple."""
+    payload = text[start:]
+    layout = [(m.start(), m.group()) for m in _LAYOUT_RE.finditer(payload)]
+    compact = _LAYOUT_RE.sub(b"", payload)
     stripped = compact.rstrip(b"=")
     pad = len(compact) - len(stripped)
     if pad > 2:
         raise NotReproducible("base64 image text has malformed padding")
-    chars = set(stripped)
-    urlsafe = bool(chars & set(b"-_"))
-    alphabet = _URL if urlsafe else _STD
-    if not chars <= alphabet:
-        raise NotReproducible("base64 image text holds characters outside one base64 alphabet")
+    urlsafe = b"-" in stripped or b"_" in stripped
+    _check_alphabet(stripped, urlsafe)
     if len(stripped) % 4 == 1:
         raise NotReproducible("base64 image text has an impossible length")
     if pad and (len(compact) % 4):
         raise NotReproducible("base64 image text has malformed padding")
-    std = stripped.translate(bytes.maketrans(b"-_", b"+/")) if urlsafe else stripped
+    std = stripped.translate(_URL_TO_STD) if urlsafe else stripped
     std += b"=" * (-len(std) % 4)
     try:
-        data = base64.b64decode(std, validate=True)
+        data = binascii.a2b_base64(std, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise NotReproducible("base64 image text does not decode") from exc
     fmt = sniff(data)
@@ -161,3 +222,58 @@ def encode(img: Base64Image, data: bytes, prefix: bytes) -> bytes:
         pieces.append(out[pos:])
         out = b"".join(pieces)
     return prefix + out
+
+
+_BLOCK = 3 * 16384  # compare block: a multiple of 3, so blocks start on base64 group boundaries
+
+
+def reencode_pieces(img: Base64Image, data: bytes, text: bytes, lo: int = 0,
+                    hi: int | None = None) -> list[tuple[int, int, bytes]]:
+    """`encode(img, data, prefix)` as edits of the text `img` was decoded from.
+
+    That text is `text`, or ``text[lo:hi]`` when `img` came from ``decode(text, lo, hi)``.
+    Returns ``(start, end, replacement)`` spans of it (relative to `lo`), in order, such
+    that splicing them in gives exactly ``encode(img, data, prefix)``.  For one-line text
+    and same-length data only the base64 groups of the byte blocks that changed are
+    re-encoded (a cleaned photo differs from the original in its metadata segments, not
+    in its megabytes of image data); otherwise one span covers the whole text.
+    """
+    old = img.data
+    n = len(old)
+    if img.layout or len(data) != n:
+        hi = len(text) if hi is None else hi
+        return [(0, hi - lo, encode(img, data, text[lo:lo + img.prefix_len]))]
+    enc = base64.urlsafe_b64encode if img.urlsafe else base64.b64encode
+    out: list[tuple[int, int, bytes]] = []
+    run = -1  # start of the current run of changed blocks
+    for i in range(0, n + _BLOCK, _BLOCK):
+        changed = i < n and old[i:i + _BLOCK] != data[i:i + _BLOCK]
+        if changed and run < 0:
+            run = i
+        elif not changed and run >= 0:
+            end = min(i, n)
+            piece = enc(data[run:end])
+            if end == n and not img.padded:
+                piece = piece.rstrip(b"=")
+            at = img.prefix_len + run // 3 * 4
+            out.append((at, at + len(piece), piece))
+            run = -1
+    return out
+
+
+def splice(text: bytes, pieces: list[tuple[int, int, bytes]]) -> bytes:
+    """`text` with each ``(start, end, replacement)`` of `pieces` (in order) applied."""
+    view = memoryview(text)  # slices of a view are not copies: join copies each byte once
+    out: list[bytes | memoryview] = []
+    last = 0
+    for a, b, new in pieces:
+        out.append(view[last:a])
+        out.append(new)
+        last = b
+    out.append(view[last:])
+    try:
+        return b"".join(out)
+    finally:
+        del out
+        view.release()
+

@@ -12,6 +12,7 @@ blocks), otherwise it passes untouched.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
@@ -58,8 +59,117 @@ _JSON_SLASH = re.compile(rb"\\(?:/|u002[fF])")
 _JSON_PLUS = re.compile(rb"\\u002[bB]")
 
 
-def _starts_in(text: bytes) -> bool:
-    return any(lit in text for lit, _ in _B64_STARTS)
+def _gaps(size: int, covered: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``[0, size)`` outside every covered span, in order, non-empty."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    for s, e in sorted((max(0, s), min(size, e)) for s, e in covered):
+        if e <= s:
+            continue
+        if s > pos:
+            out.append((pos, s))
+        pos = max(pos, e)
+    if pos < size:
+        out.append((pos, size))
+    return out
+
+
+#: A text to search: ``(buf, lo, hi, shift, plo, phi)``.  ``buf[lo:hi]`` sits at ``lo +
+#: shift`` in the text searched and ``lo``/``hi`` are real borders (start or end of the
+#: text, or a blanked covered span: never base64); only runs starting at ``plo..phi``
+#: are candidates.
+_Segment = tuple[bytes, int, int, int, int, int]
+_BACK_MAX = max(back for _, back in _B64_STARTS)
+#: Site-free margin kept around JSON/percent escapes (see `_derived`): more than a
+#: candidate reads (one byte before its start, 64 after).
+_REACH = 80
+#: A gap with more than one escape site per ``_DENSE * _REACH`` bytes is transformed and
+#: searched whole rather than window by window (0: always by windows).
+_DENSE = 4
+_JSON_SITES = re.compile(rb"\\(?:/|u002[fFbB])")
+_PCT_SITES = re.compile(rb"%[0-9A-Fa-f]{2}")
+
+
+def _first_start(segments: list[_Segment]) -> tuple[int, bool]:
+    """The base64-image search of `residual_images` over some stretches of one text.
+
+    Returns (offset of the first image run or -1, whether any start literal occurred).
+    Candidates are tried literal by literal, then in text order, like one scan of the
+    whole text would.
+    """
+    seen = False
+    for lit, back in _B64_STARTS:
+        for buf, lo, hi, shift, plo, phi in segments:
+            stop = min(hi, phi + back + len(lit))
+            i = buf.find(lit, max(lo, plo + back), stop)
+            while i >= 0:
+                seen = True
+                p = i - back
+                if p >= lo and (p == lo or buf[p - 1] not in _B64_RUN_CHAR):
+                    end = p
+                    while end < hi and end - p < 64 and buf[end] in _B64_RUN_CHAR:
+                        end += 1
+                    if base64text.quick_check(buf[p:end]):
+                        return p + shift, True
+                i = buf.find(lit, i + 1, stop)
+    return -1, seen
+
+
+def _derived(body: bytes, gaps: list[tuple[int, int]], sites: re.Pattern[bytes], marks: tuple[bytes, ...],
+             transform: Callable[[bytes], bytes]) -> list[_Segment]:
+    """Where to search ``transform(view)``, view being `body` with its covered spans zeroed.
+
+    The transforms (JSON and percent unescaping) replace each escape *site* (a match of
+    `sites`, always shorter than the escape) by one byte, act on each gap alone (no
+    escape spans a zero byte) and keep the zeros, so the transformed view is the
+    transformed gaps with the covered spans between them.  A candidate whose bytes (one
+    before its start to 64 after) hold no site reads exactly what it read in the view,
+    where it already failed; so only the neighbourhood of the sites is transformed and
+    searched: each cluster of sites with `_REACH` site-free bytes either side (or up to a
+    gap's border), candidates starting near a site.  A gap dense with escapes (more than
+    the windows would save) is transformed and searched whole.  A gap without any of
+    `marks` (cheap to look for) holds no site.
+    """
+    out: list[_Segment] = []
+    shift = 0  # position in the transformed text minus position in the view, at `lo`
+    for lo, hi in gaps:
+        if not any(body.find(m, lo, hi) >= 0 for m in marks):
+            continue
+        limit = (hi - lo) // (_DENSE * _REACH) if _DENSE else hi - lo
+        found: list[tuple[int, int]] = []
+        for m in sites.finditer(body, lo, hi):
+            if len(found) >= limit:  # dense: search the whole gap, transformed
+                seg = transform(body[lo:hi])
+                out.append((seg, 0, len(seg), lo + shift, -_BACK_MAX, len(seg)))
+                shift += len(seg) - (hi - lo)
+                break
+            found.append(m.span())
+        else:
+            shift = _windows(body, lo, hi, found, transform, shift, out)
+    return out
+
+
+def _windows(body: bytes, lo: int, hi: int, found: list[tuple[int, int]],
+             transform: Callable[[bytes], bytes], shift: int, out: list[_Segment]) -> int:
+    """Append the windows around the escape sites `found` in gap [lo, hi); the new shift."""
+    k = 0
+    while k < len(found):
+        first = k
+        while k + 1 < len(found) and found[k + 1][0] - found[k][1] <= 2 * _REACH:
+            k += 1
+        wa, wb = max(lo, found[first][0] - _REACH), min(hi, found[k][1] + _REACH)
+        seg = transform(body[wa:wb])
+        first_at = found[first][0] - wa            # the first site's byte, in seg
+        last_at = len(seg) - (wb - found[k][1]) - 1  # the last site's byte, in seg
+        # a border of seg inside the gap is never reached: _REACH > what a candidate reads
+        out.append((seg, 0, len(seg), wa + shift, first_at - 63, last_at + 1))
+        shift += len(seg) - (wb - wa)
+        k += 1
+    return shift
+
+
+def _json_unescape_view(seg: bytes) -> bytes:
+    return _JSON_PLUS.sub(b"+", _JSON_SLASH.sub(b"/", seg))
 
 
 def residual_images(body: bytes, covered: list[tuple[int, int]]) -> int:
@@ -73,35 +183,33 @@ def residual_images(body: bytes, covered: list[tuple[int, int]]) -> int:
     finding (fail closed).  A candidate counts only when a base64 run *starts* there
     (not in the middle of a longer base64 text, e.g. a base64 PDF) and really decodes to
     an image signature, so text merely mentioning ``/9j/`` does not block a request.
+
+    The search reads "the body with its covered spans blanked out" — the plain text, its
+    JSON-unescaped form (``\\/``, ``\\u002f``, ``\\u002b``) and its percent-decoded form
+    (form fields, queries) — but never builds that copy: it searches the uncovered gaps
+    of `body` in place, and transforms only the neighbourhood of the escapes.  The offset
+    returned is in the coordinates of the text it was found in, as before.
     """
     if not body:
         return -1
-    view = body
-    if covered:
-        buf = bytearray(body)
-        for s, e in covered:
-            s, e = max(0, s), min(len(buf), e)
-            if e > s:
-                buf[s:e] = bytes(e - s)
-        view = bytes(buf)
-    texts = [view]
-    if b"\\/" in view or b"\\u002" in view:  # JSON escapes of '/' and '+' inside string text
-        texts.append(_JSON_PLUS.sub(b"+", _JSON_SLASH.sub(b"/", view)))
-    if (b"%2F9j%2F" in view or b"%2f9j%2f" in view or _starts_in(view)) and b"%" in view:
-        texts.append(unquote_to_bytes(view))  # percent-encoded text (form fields, queries)
-    for text in texts:
-        for lit, back in _B64_STARTS:
-            i = text.find(lit)
-            while i >= 0:
-                p = i - back
-                if p >= 0 and (p == 0 or text[p - 1] not in _B64_RUN_CHAR):
-                    end = p
-                    while end < len(text) and end - p < 64 and text[end] in _B64_RUN_CHAR:
-                        end += 1
-                    if base64text.quick_check(text[p:end]):
-                        return p
-                i = text.find(lit, i + 1)
-    return -1
+    gaps = _gaps(len(body), covered)
+    if not gaps:
+        return -1
+
+    def has(lit: bytes) -> bool:
+        return any(body.find(lit, lo, hi) >= 0 for lo, hi in gaps)
+
+    at, any_start = _first_start([(body, lo, hi, 0, lo - _BACK_MAX, hi) for lo, hi in gaps])
+    if at >= 0:
+        return at
+    if has(b"\\/") or has(b"\\u002"):  # JSON escapes of '/' and '+' inside string text
+        at, _ = _first_start(_derived(body, gaps, _JSON_SITES, (b"\\/", b"\\u002"), _json_unescape_view))
+        if at >= 0:
+            return at
+    if has(b"%") and (any_start or (has(b"9j%2") and (has(b"%2F9j%2F") or has(b"%2f9j%2f")))):
+        # percent-encoded text (form fields, queries)
+        at, _ = _first_start(_derived(body, gaps, _PCT_SITES, (b"%",), unquote_to_bytes))
+    return at
 
 
 def identifying(name: str | None) -> bool:
@@ -129,14 +237,19 @@ class Context:
 
 
 def _apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
-    out: list[bytes] = []
+    view = memoryview(data)  # slices of a view are not copies: join copies each byte once
+    out: list[bytes | memoryview] = []
     last = 0
     for s, e, new in sorted(edits, key=lambda t: t[0]):
-        out.append(data[last:s])
+        out.append(view[last:s])
         out.append(new)
         last = e
-    out.append(data[last:])
-    return b"".join(out)
+    out.append(view[last:])
+    try:
+        return b"".join(out)
+    finally:
+        del out
+        view.release()
 
 
 def _join(where: str, label: str) -> str:
@@ -176,12 +289,21 @@ def clean_image(data: bytes, carrier: str, span: tuple[int, int], filename: str 
     return result.data if result.data != data else None
 
 
-def _clean_text(text: bytes, img: base64text.Base64Image, carrier: str, span: tuple[int, int],
-                filename: str | None, ctx: Context) -> bytes | None:
+def _clean_pieces(text: bytes, img: base64text.Base64Image, carrier: str, span: tuple[int, int],
+                  filename: str | None, ctx: Context, lo: int = 0,
+                  hi: int | None = None) -> list[tuple[int, int, bytes]] | None:
+    """Clean the image decoded from ``text[lo:hi]``; the changed stretches of its re-encoded
+    text (relative to `lo`), or None if unchanged."""
     new = clean_image(img.data, carrier, span, filename, ctx)
     if new is None:
         return None
-    return base64text.encode(img, new, text[:img.prefix_len])
+    return base64text.reencode_pieces(img, new, text, lo, hi)
+
+
+def _clean_text(text: bytes, img: base64text.Base64Image, carrier: str, span: tuple[int, int],
+                filename: str | None, ctx: Context) -> bytes | None:
+    pieces = _clean_pieces(text, img, carrier, span, filename, ctx)
+    return None if pieces is None else base64text.splice(text, pieces)
 
 
 def _b64_label(img_or_text: bytes) -> str:
@@ -250,25 +372,43 @@ def scan_json(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
                            f"more than {opts.max_strings} strings; not all were inspected",
                            (base, base + len(data)))
                 break
-            raw = data[s.start:s.end]
-            if not base64text.quick_check(_head_text(raw)):
+            head = _head_text(data[s.start:min(s.end, s.start + 700)])
+            if not base64text.quick_check(head):
                 continue
-            kind = _b64_label(_head_text(raw))
+            kind = _b64_label(head)
             carrier = _join(where, f"JSON {kind} at {s.label}")
             span = (base + s.start, base + s.end)
+            # Without an escape the string's bytes are the text: read them in place (no
+            # copy) and patch only the changed stretches of the re-encoded base64, which
+            # holds nothing escape() would rewrite (neither does the string: the tokenizer
+            # excludes '"', '\\' and control bytes).
+            in_place = data.find(b"\\", s.start, s.end) < 0
+            raw = text = b""
+            reprs: dict[int, bytes] = {}
             try:
-                text, reprs = jsonbody.unescape(raw)
-                if jsonbody.escape(text, reprs) != raw:
-                    raise jsonbody.EscapeConflict("escaping not reproducible")
-                img = base64text.decode(text)
+                if in_place:
+                    img = base64text.decode(data, s.start, s.end)
+                else:
+                    raw = data[s.start:s.end]
+                    text, reprs = jsonbody.unescape(raw)
+                    if jsonbody.escape(text, reprs) != raw:
+                        raise jsonbody.EscapeConflict("escaping not reproducible")
+                    img = base64text.decode(text)
             except (jsonbody.EscapeConflict, base64text.NotReproducible) as exc:
-                _error(ctx, carrier, None, len(raw), f"cannot rewrite this JSON string exactly: {exc}", span)
+                _error(ctx, carrier, None, s.end - s.start, f"cannot rewrite this JSON string exactly: {exc}",
+                       span)
                 continue
             if img is None:
                 continue
-            new_text = _clean_text(text, img, carrier, span, None, ctx)
-            if new_text is not None:
-                edits.append((s.start, s.end, jsonbody.escape(new_text, reprs)))
+            if in_place:
+                pieces = _clean_pieces(data, img, carrier, span, None, ctx, s.start, s.end)
+                if pieces is not None:
+                    edits.extend((s.start + a, s.start + b, new) for a, b, new in pieces)
+            else:
+                new_text = _clean_text(text, img, carrier, span, None, ctx)
+                if new_text is not None:
+                    edits.append((s.start, s.end, jsonbody.escape(new_text, reprs)))
+            raw = text = new_text = img = pieces = None  # type: ignore[assignment]  # free copies now
     except jsonbody.JSONTooDeep as exc:
         del ctx.findings[mark:]
         return _unparseable(data, f"cannot inspect JSON body ({exc})", _join(where, "JSON body"), base, ctx)
@@ -310,8 +450,10 @@ def scan_form(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
         if img is None:
             continue
         new_text = _clean_text(text, img, carrier, span, None, ctx)
+        raw = text = img = None  # type: ignore[assignment]  # free the body-sized copies now
         if new_text is not None:
             edits.append((f.start, f.end, form.escape(new_text, reprs)))
+            new_text = None
     return _apply(data, edits) if edits else None
 
 
@@ -373,6 +515,7 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
                        "quoted-printable image part cannot be rewritten exactly", span, filename)
             continue
         new = scan(payload, part.content_type, label, base + part.body_start, depth + 1, ctx, filename)
+        payload = None  # type: ignore[assignment]  # a copy of the part: free it before the next
         found = ctx.findings[mark:]
         if new is not None:
             if multipart.payload_contains_delimiter(new, boundary):

@@ -11,8 +11,10 @@
 Why the order of checks matters:
   * `requestheaders` is the last point where buffering can be guaranteed: a watched
     upload that mitmproxy already decided to stream is killed, never forwarded raw;
-  * the heavy work (carrier parsing + engine) runs in `asyncio.to_thread` so other
-    flows keep moving while a 12 MP photo is cleaned;
+  * the heavy work (carrier parsing + engine, then the policy decision, each image's
+    log line and audit record with the output's sha256) runs in `asyncio.to_thread` so
+    other flows keep moving while a 12 MP photo is cleaned; the event loop only applies
+    the decision and emits what was prepared, if the flow is still going ahead;
   * every failure path fails closed unless the person chose exifguard_on_error=pass.
 """
 
@@ -88,6 +90,24 @@ class _Watch:
     method: str
     selftest_port: int | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Report:
+    """One image's outcome, prepared in the worker thread."""
+    action: Action
+    line: str                   # the event-log line
+    record: ImageRecord
+    audit_line: bytes | None    # `record` encoded for the audit log open at the time
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What the event loop needs once the worker thread is done with an upload."""
+    decision: policy.Decision
+    reports: tuple[_Report, ...]
+    audit: AuditLog | None
+    body_changed: bool
 
 
 class Exifguard:
@@ -274,23 +294,25 @@ class Exifguard:
             rewrite = self._rewrite_fn()
             options = self._carrier_options()
             headers = list(req.headers.items(multi=True))
-            rw = await asyncio.to_thread(rewrite, req.method, req.pretty_url, headers, body, options)
+            log_values = bool(ctx.options.exifguard_log_values)
+            rw, checked = await asyncio.to_thread(self._check, rewrite, req.method, req.pretty_url, headers,
+                                                  body, options, flow.id, watch, log_values)
         except Exception as exc:  # noqa: BLE001 - any failure here must fail closed
             log.exception("exifguard: internal error while checking an upload")
             return self._respond_error(flow, watch, f"internal error while checking the upload "
                                                     f"({type(exc).__name__})")
-        if not rw.images and not rw.blockers:
+        if isinstance(checked, Exception):
+            raise checked  # applying the policy failed: request() fails closed
+        if checked is None:  # no image, nothing blocking
             return
-        states = [policy.ImageState(ok=i.result is not None and not i.error, error=i.error)
-                  for i in rw.images]
-        decision = policy.decide(self.mode, self.on_error, states, rw.blockers)
+        decision = checked.decision
         if not flow.live or flow.response is not None:
             return
         if decision.outcome is Outcome.RESPOND:
             flow.response = http.Response.make(decision.status or 403, decision.text or "",
                                                {"content-type": "text/plain; charset=utf-8"})
         elif decision.outcome is Outcome.FORWARD_CLEANED:
-            if rw.body is not body and rw.body != body:
+            if checked.body_changed:
                 req.content = rw.body
             for k, v in rw.set_headers.items():
                 req.headers[k] = v
@@ -300,10 +322,72 @@ class Exifguard:
         if decision.outcome is Outcome.RESPOND and not rw.images:
             log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host),
                         escape("; ".join(rw.blockers)))
+        for report in checked.reports:
+            self._report(report, checked.audit)
+
+    def _check(self, rewrite: RewriteFn, method: str, url: str, headers: list[tuple[str, str]], body: bytes,
+               options: Any, request_id: str, watch: _Watch, log_values: bool) -> tuple[Any, Any]:
+        """Worker thread: the rewrite, then everything heavy about its outcome.
+
+        Returns (rewrite, checked): checked is None when there is nothing to decide, a
+        `_Checked` (decision, log lines, audit lines with the sha256 of each output), or
+        the exception raised while preparing it, re-raised on the event loop so it fails
+        closed exactly as a policy error there would.  Nothing here touches the flow.
+        """
+        rw = rewrite(method, url, headers, body, options)
+        try:
+            if not rw.images and not rw.blockers:
+                return rw, None
+            return rw, self._prepare(rw, body, request_id, watch, log_values)
+        except Exception as exc:  # noqa: BLE001 - handed to the event loop, see above
+            return rw, exc
+
+    def _prepare(self, rw: Any, body: bytes, request_id: str, watch: _Watch, log_values: bool) -> _Checked:
+        states = [policy.ImageState(ok=i.result is not None and not i.error, error=i.error)
+                  for i in rw.images]
+        decision = policy.decide(self.mode, self.on_error, states, rw.blockers)
+        audit = self.audit
         blocker_reason = "; ".join(rw.blockers) or None
+        reports = []
         for img, action in zip(rw.images, decision.actions):
-            self._report(flow, watch, img, action, img.error or (blocker_reason if action in
-                                                                   (Action.BLOCKED, Action.PASSED) else None))
+            error = img.error or (blocker_reason if action in (Action.BLOCKED, Action.PASSED) else None)
+            r = img.result
+            values: list[tuple[str, str]] = []
+            if log_values and r is not None:
+                for rem in r.removed:
+                    values.extend(rem.values)
+            line = image_line(host=watch.host, action=action.value, fmt=img.format, size=img.size,
+                              removed=r.removed if r is not None else (),
+                              kept=r.kept if r is not None else (), error=error, values=values)
+            rec = ImageRecord(host=watch.host, path=watch.path, method=watch.method,
+                              request_id=request_id, carrier=img.carrier, format=img.format,
+                              input_bytes=img.size, action=action.value, result=r, error=error,
+                              filename=img.filename, selftest=watch.selftest_port is not None)
+            audit_line = None
+            if audit is not None:
+                try:
+                    audit_line = audit.encode(rec)
+                except (OSError, ValueError):
+                    audit_line = None  # encoded again on the event loop, which logs the failure
+            reports.append(_Report(action, line, rec, audit_line))
+        changed = decision.outcome is Outcome.FORWARD_CLEANED and rw.body is not body and rw.body != body
+        return _Checked(decision, tuple(reports), audit, changed)
+
+    def _report(self, report: _Report, audit: AuditLog | None) -> None:
+        """Event loop: count, log the prepared line, append the prepared audit record."""
+        self.stats.count(report.action)
+        if report.action in (Action.BLOCKED, Action.PASSED):
+            log.warning(report.line)
+        else:
+            log.info(report.line)
+        if self.audit is not None:
+            try:
+                # prepared for the audit log open at the time; re-encoded if it was swapped since
+                line = report.audit_line if self.audit is audit and report.audit_line is not None \
+                    else self.audit.encode(report.record)
+                self.audit.append(line)
+            except (OSError, ValueError) as exc:
+                log.error("exifguard: could not write the audit log: %s", exc)
 
     def _respond_error(self, flow: http.HTTPFlow, watch: _Watch, reason: str) -> None:
         if self.mode is Mode.AUDIT or self.on_error is OnError.PASS:
@@ -313,31 +397,6 @@ class Exifguard:
         log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(reason))
         flow.response = http.Response.make(policy.ERROR_STATUS, policy.block_text(reason),
                                            {"content-type": "text/plain; charset=utf-8"})
-
-    def _report(self, flow: http.HTTPFlow, watch: _Watch, img: Any, action: Action,
-                error: str | None) -> None:
-        self.stats.count(action)
-        r = img.result
-        values: list[tuple[str, str]] = []
-        if ctx.options.exifguard_log_values and r is not None:
-            for rem in r.removed:
-                values.extend(rem.values)
-        line = image_line(host=watch.host, action=action.value, fmt=img.format, size=img.size,
-                          removed=r.removed if r is not None else (),
-                          kept=r.kept if r is not None else (), error=error, values=values)
-        if action in (Action.BLOCKED, Action.PASSED):
-            log.warning(line)
-        else:
-            log.info(line)
-        if self.audit is not None:
-            rec = ImageRecord(host=watch.host, path=watch.path, method=watch.method,
-                              request_id=flow.id, carrier=img.carrier, format=img.format,
-                              input_bytes=img.size, action=action.value, result=r, error=error,
-                              filename=img.filename, selftest=watch.selftest_port is not None)
-            try:
-                self.audit.write(rec)
-            except (OSError, ValueError) as exc:
-                log.error("exifguard: could not write the audit log: %s", exc)
 
     # ---- commands --------------------------------------------------------------------
     @command.command("exifguard.stats")

@@ -107,12 +107,27 @@ class AuditLog:
 
     def write(self, record: ImageRecord) -> dict[str, Any]:
         d = record.to_dict(with_values=self.with_values)
-        line = (json.dumps(d, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+        self.append(self._line(d))
+        return d
+
+    def encode(self, record: ImageRecord) -> bytes:
+        """The line `write(record)` would append now (the costly part: the output's sha256).
+
+        Lets the proxy build a record in its worker thread and `append` it on the event
+        loop, once it knows the request goes ahead.
+        """
+        return self._line(record.to_dict(with_values=self.with_values))
+
+    @staticmethod
+    def _line(d: dict[str, Any]) -> bytes:
+        return (json.dumps(d, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+
+    def append(self, line: bytes) -> None:
+        """Append one line made by `encode`."""
         with self._lock:
             if self._fd < 0:
                 raise ValueError("audit log is closed")
             os.write(self._fd, line)
-        return d
 
     def close(self) -> None:
         with self._lock:
