@@ -13,28 +13,14 @@ import json
 import logging
 import threading
 
-import pytest
-from mitmproxy.test import taddons
 
 from exifguard.proxy import addon as addon_mod
-from exifguard.proxy.addon import Exifguard
 from exifguard.proxy.audit import AuditLog
 
-from .test_addon import CLEAN, FakeRewrite, flow, run
+from .test_addon import CLEAN, FakeRewrite, flow, run, setup  # noqa: F401 - setup is a fixture
 
 
-@pytest.fixture
-def make():
-    def make(rewrite=None, **opts):
-        addon = Exifguard(rewrite or FakeRewrite())
-        tctx = taddons.context(addon)
-        if opts:
-            tctx.configure(addon, **opts)
-        return addon, tctx
-    return make
-
-
-async def test_log_line_and_audit_record_are_prepared_off_the_event_loop(make, monkeypatch, tmp_path, caplog):
+async def test_log_line_and_audit_record_are_prepared_off_the_event_loop(setup, monkeypatch, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     threads: dict[str, str] = {}
     real_line, real_encode = addon_mod.image_line, AuditLog.encode
@@ -50,7 +36,7 @@ async def test_log_line_and_audit_record_are_prepared_off_the_event_loop(make, m
     monkeypatch.setattr(addon_mod, "image_line", line)
     monkeypatch.setattr(AuditLog, "encode", encode)
     audit = tmp_path / "audit.jsonl"
-    addon, tctx = make(exifguard_audit_log=str(audit))
+    addon, tctx = setup(exifguard_audit_log=str(audit))
     f = flow()
     await run(addon, tctx, f)
     main = threading.main_thread().name
@@ -62,7 +48,7 @@ async def test_log_line_and_audit_record_are_prepared_off_the_event_loop(make, m
     assert any(r.getMessage().startswith("exifguard: claude.ai image (JPEG") for r in caplog.records)
 
 
-async def test_nothing_is_reported_for_a_flow_that_died_during_the_check(make, tmp_path, caplog):
+async def test_nothing_is_reported_for_a_flow_that_died_during_the_check(setup, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     audit = tmp_path / "audit.jsonl"
 
@@ -71,7 +57,7 @@ async def test_nothing_is_reported_for_a_flow_that_died_during_the_check(make, t
             f.kill()  # the client went away while the image was being cleaned
             return super().__call__(method, url, headers, body, options)
 
-    addon, tctx = make(KillingRewrite(), exifguard_audit_log=str(audit))
+    addon, tctx = setup(KillingRewrite(), exifguard_audit_log=str(audit))
     f = flow()
     await run(addon, tctx, f)
     assert audit.read_text() == ""
@@ -79,7 +65,7 @@ async def test_nothing_is_reported_for_a_flow_that_died_during_the_check(make, t
     assert not [r for r in caplog.records if r.getMessage().startswith("exifguard: claude.ai image")]
 
 
-async def test_audit_log_swapped_during_the_check_gets_the_record(make, tmp_path):
+async def test_audit_log_swapped_during_the_check_gets_the_record(setup, tmp_path):
     first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     holder = {}
 
@@ -89,7 +75,7 @@ async def test_audit_log_swapped_during_the_check_gets_the_record(make, tmp_path
             holder["tctx"].configure(holder["addon"], exifguard_audit_log=str(second))
             return out
 
-    addon, tctx = make(SwappingRewrite(), exifguard_audit_log=str(first))
+    addon, tctx = setup(SwappingRewrite(), exifguard_audit_log=str(first))
     holder.update(addon=addon, tctx=tctx)
     f = flow()
     await run(addon, tctx, f)

@@ -237,19 +237,7 @@ class Context:
 
 
 def _apply(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
-    view = memoryview(data)  # slices of a view are not copies: join copies each byte once
-    out: list[bytes | memoryview] = []
-    last = 0
-    for s, e, new in sorted(edits, key=lambda t: t[0]):
-        out.append(view[last:s])
-        out.append(new)
-        last = e
-    out.append(view[last:])
-    try:
-        return b"".join(out)
-    finally:
-        del out
-        view.release()
+    return base64text.splice(data, sorted(edits, key=lambda t: t[0]))
 
 
 def _join(where: str, label: str) -> str:
