@@ -13,7 +13,6 @@ import json
 import logging
 import threading
 
-
 from exifguard.proxy import addon as addon_mod
 from exifguard.proxy.audit import AuditLog
 
