@@ -33,6 +33,7 @@ from ..errors import ScrubError
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
 from ._splice import Splice
+from .._bytes import all_zero
 
 _LOOPING = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
 _ICC = b"ICCRGBG1012"
@@ -99,7 +100,7 @@ class _Walk:
 
 
 def _all_zero(data: bytes, blocks: list[tuple[int, int]]) -> bool:
-    return not any(any(data[o:o + s]) for o, s in blocks)
+    return all(all_zero(data, o, o + s) for o, s in blocks)
 
 
 def _ident_name(ident: bytes) -> str:
@@ -220,7 +221,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         raise ScrubError("GIF: no image in the file")
     tail = trailer + 1
     if tail < n:
-        if data.count(0, tail) != n - tail:  # any non-zero byte after the trailer
+        if not all_zero(data, tail):
             findings.remove("data after trailer", tail, n - tail)
         out[tail:] = bytes(n - tail)
         if not options.preserve_length:

@@ -44,6 +44,7 @@ from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
 from ._splice import Splice
 from .isobmff import Box, Budget, Reader, is_fourcc, iter_boxes, printable_type, read_header
+from .._bytes import all_zero
 
 FMT = "HEIF"
 
@@ -117,7 +118,7 @@ class _Walk:
 def _blank_box(w: _Walk, box: Box, carrier: str | None = None) -> None:
     """Rename a box to `free` and zero everything after its header (size field kept)."""
     head = 16 if box.largesize else 8
-    had_content = _nonzero(w.data, box.start + head, box.end)
+    had_content = not all_zero(w.data, box.start + head, box.end)
     if box.type not in PADDING or had_content:
         w.findings.remove(carrier or f"HEIF box {box.name}", box.start, box.size)
     w.out[box.start + 4:box.start + 8] = b"free"
@@ -126,14 +127,8 @@ def _blank_box(w: _Walk, box: Box, carrier: str | None = None) -> None:
 
 def _zero_padding(w: _Walk, box: Box) -> None:
     """`free`/`skip` may hold leftovers (old metadata an editor moved away): zero them."""
-    if _nonzero(w.data, box.body, box.end):
+    if not all_zero(w.data, box.body, box.end):
         _blank_box(w, box)
-
-
-def _nonzero(data: bytes, a: int, b: int) -> bool:
-    """any(data[a:b]) at C speed (boxes and mdat gaps can be large)."""
-    a, b, _ = slice(a, b).indices(len(data))
-    return b > a and data.count(0, a, b) != b - a
 
 
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
@@ -172,7 +167,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             _zero_padding(w, box)
         elif box.type not in KEEP_TOP:
             _blank_box(w, box)
-    if trailing < n and _nonzero(data, trailing, n):
+    if not all_zero(data, trailing):
         findings.remove("data after last box", trailing, n - trailing)
     w.out[trailing:] = bytes(n - trailing)
 
@@ -490,7 +485,7 @@ def _clean_items(w: _Walk, items: dict[int, _Item], locs: dict[int, _Loc]) -> No
 
 
 def _zero_gap(w: _Walk, a: int, b: int) -> None:
-    if _nonzero(w.data, a, b):
+    if not all_zero(w.data, a, b):
         w.findings.remove("HEIF unreferenced mdat data", a, b - a)
         w.out[a:b] = bytes(b - a)
 

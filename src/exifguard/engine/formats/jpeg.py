@@ -43,6 +43,7 @@ from ..errors import ScrubError
 from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_orientation, xmp_property_names
+from .._bytes import all_zero
 
 # Structure markers kept verbatim (SOFn without C4 DHT / C8 JPG / CC DAC, which are
 # listed on their own).
@@ -79,11 +80,6 @@ MIN_EXIF_SEGMENT = 4 + len(EXIF_ID) + len(minimal_tiff(1))
 
 def _err(msg: str) -> ScrubError:
     return ScrubError(f"JPEG {msg}", format="JPEG")
-
-
-def _nonzero(b: bytes) -> bool:
-    """any(b) at C speed (segments of padding are up to 64 KiB of zeros)."""
-    return b.count(0) != len(b)
 
 
 @dataclass(slots=True)
@@ -238,6 +234,7 @@ def _irb_names(payload: bytes) -> list[str]:
 
 # -- Exif helpers -----------------------------------------------------------------------
 
+
 def _thumb_span(tiff: bytes) -> tuple[int, int] | None:
     """(offset, length) of the IFD1 JPEG thumbnail inside a TIFF block, if declared."""
     if len(tiff) < 8 or tiff[:4] not in (b"II*\0", b"MM\0*"):
@@ -272,7 +269,7 @@ def _is_minimal_exif(payload: bytes) -> bool:
     for o in range(2, 9):
         for be in (True, False):
             mt = minimal_tiff(o, big_endian=be)
-            if tiff.startswith(mt) and not _nonzero(tiff[len(mt):]):
+            if tiff.startswith(mt) and all_zero(tiff, len(mt)):
                 return True
     return False
 
@@ -295,6 +292,7 @@ def _exif_app1(orientation: int, span: int, big_endian: bool) -> tuple[bytes, by
 
 
 # -- the walker -------------------------------------------------------------------------
+
 
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     """Rewrite a JPEG so that only rendering structures (and minimal Orientation) remain."""
@@ -381,7 +379,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         elif m == _APP0 and pl.startswith(JFIF_ID) and len(pl) >= JFIF_FIXED:
             # The thumbnail is removed by zeroing its pixels *and* its width/height
             # (so no reader sees a thumbnail at all); compact mode drops the bytes.
-            if _nonzero(pl[JFIF_THUMB_DIMS:]):
+            if not all_zero(pl, JFIF_THUMB_DIMS):
                 findings.remove("JFIF thumbnail", s + 4 + JFIF_FIXED, len(pl) - JFIF_FIXED,
                                 tags=["ThumbnailImage"])
             if preserve:
@@ -394,7 +392,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         elif m == _APP14 and pl.startswith(ADOBE_ID) and len(pl) >= ADOBE_LEN:
             findings.keep("Adobe APP14", "colour transform")
             tail = pl[ADOBE_LEN:]
-            if _nonzero(tail):
+            if not all_zero(tail):
                 findings.remove("APP14 Adobe extra data", s + 4 + ADOBE_LEN, len(tail))
                 pieces.append(data[s:s + 4 + ADOBE_LEN] + bytes(len(tail)))
                 continue
@@ -417,7 +415,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         findings.keep("truncated scan", "no end-of-image marker; scan data copied unchanged")
     elif walk.eoi_end < len(data):
         at, n = walk.eoi_end, len(data)
-        if data[at] or data.count(0, at) != n - at:  # any non-zero byte after EOI
+        if not all_zero(data, at):
             findings.remove("trailer after EOI", at, n - at)
             mpf = data.find(b"\xff\xd8\xff", at)
             if mpf >= 0:
@@ -454,7 +452,7 @@ def _classify(m: int, pl: bytes, s: int, e: int, options: ScrubOptions,
     neutral already and reported as nothing, which keeps scrubbing idempotent.
     Reports that need their own shape (Exif, XMP) are filed here and None returned.
     """
-    if m == _APP15 and not _nonzero(pl):
+    if m == _APP15 and all_zero(pl):
         return None, [], []
     if m == _APP1:
         if pl.startswith(b"Exif\0"):

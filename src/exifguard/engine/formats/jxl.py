@@ -32,6 +32,7 @@ from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
 from ._splice import Splice
 from .isobmff import Box, Budget, is_fourcc, read_header
+from .._bytes import all_zero
 
 FMT = "JXL"
 SIGNATURE = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
@@ -80,7 +81,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             continue
         head = 16 if box.largesize else 8
         payload = bytes(data[box.start + head:box.end])
-        if box.type in PADDING and payload.count(0) == len(payload):  # all zero
+        if box.type in PADDING and all_zero(payload):
             continue
         carrier = CARRIERS.get(box.type, f"JXL box {box.name}")
         tags: list[str] = []
@@ -110,7 +111,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         findings.remove(carrier, box.start, box.size, tags, categories=cats, values=values)
         out[box.start + 4:box.start + 8] = b"free"
         out[box.start + head:box.end] = bytes(box.end - box.start - head)
-    if trailing < n and data.count(0, trailing) != n - trailing:  # any non-zero byte
+    if not all_zero(data, trailing):
         findings.remove("data after last box", trailing, n - trailing)
     out[trailing:] = bytes(n - trailing)
     return out.build()

@@ -33,6 +33,7 @@ from ..errors import ScrubError
 from ..exif import MINIMAL_TIFF_LEN, find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_orientation, xmp_property_names
+from .._bytes import all_zero
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PAD_TYPE = b"skIp"
@@ -74,11 +75,6 @@ class _Chunk:
         return self.offset + 12 + self.length
 
 
-def _all_zero(b: bytes | bytearray | memoryview) -> bool:
-    """C-speed zero test (any() over a big IDAT-sized buffer would be slow)."""
-    return bytes(b).count(0) == len(b)
-
-
 def _crc(ctype: bytes, data: bytes | bytearray | memoryview) -> bytes:
     return struct.pack(">I", zlib.crc32(data, zlib.crc32(ctype)) & 0xFFFFFFFF)
 
@@ -116,6 +112,7 @@ def _parse(data: bytes, options: ScrubOptions) -> tuple[list[_Chunk], int]:
 
 
 # --- reading what a chunk holds (for the report only) ------------------------------------
+
 
 @dataclass(slots=True)
 class _Budget:
@@ -272,12 +269,13 @@ def _is_our_exif(payload: bytes) -> int | None:
     """Orientation if this payload is exactly what we write (minimal TIFF + zeros)."""
     for o in range(2, 9):
         head = minimal_tiff(o)
-        if payload[:len(head)] == head and _all_zero(payload[len(head):]):
+        if payload[:len(head)] == head and all_zero(payload, len(head)):
             return o
     return None
 
 
 # --- the walk -----------------------------------------------------------------------------
+
 
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     """Rewrite a PNG so it holds only rendering chunks (plus our padding / minimal eXIf)."""
@@ -319,14 +317,14 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 raise ScrubError("PNG fdAT chunk is too short (corrupt file)")
             if c.ctype == b"PLTE" and (c.length % 3 or c.length > 768 or c.length == 0):
                 raise ScrubError("PNG palette (PLTE) has an invalid size (corrupt file)")
-            if c.ctype == b"IEND" and not _all_zero(payload):
+            if c.ctype == b"IEND" and not all_zero(payload):
                 actions.append("iend")
                 continue
             actions.append("keep")
             continue
         if c.ctype[0] < 97:  # unknown critical chunk: a decoder must fail, so must we
             raise ScrubError(f"PNG has an unknown critical chunk {_safe_name(c.ctype)!r}; cannot clean it")
-        if c.ctype == PAD_TYPE and _all_zero(payload):
+        if c.ctype == PAD_TYPE and all_zero(payload):
             actions.append("pad")
             continue
         actions.append("drop")
@@ -409,7 +407,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         out.replace(iend_end, iend_end, b"")  # the rest of the input up to IEND's end
     tail = len(data) - iend_end
     if tail:
-        if data.count(0, iend_end) != tail:  # any non-zero byte after IEND
+        if not all_zero(data, iend_end):
             findings.remove("data after IEND", iend_end, tail)
         if options.preserve_length:
             out.pieces.append(bytes(tail))

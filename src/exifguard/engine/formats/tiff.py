@@ -37,6 +37,7 @@ from ..exif import tag_name
 from ..xmp import xmp_property_names
 from ..report import Findings, ScrubOptions
 from ._splice import Splice
+from .._bytes import all_zero
 
 #: Tags that image rendering needs (TIFF 6.0 baseline + extensions); everything else goes.
 KEEP_TAGS = frozenset({
@@ -610,7 +611,7 @@ def _neutralise_jpeg(out: bytearray, start: int, end: int, findings: Findings) -
             raise ScrubError("TIFF: an embedded JPEG segment runs past its strip")
         body = slice(p + 4, p + 2 + seg_len)
         is_app = 0xE0 <= m <= 0xEF or m == 0xFE
-        neutral = m == 0xEF and out.count(0, p + 4, p + 2 + seg_len) == seg_len - 2  # all zero
+        neutral = m == 0xEF and all_zero(out, p + 4, p + 2 + seg_len)
         adobe = m == 0xEE and bytes(out[body][:5]) == b"Adobe"
         if is_app and not neutral and not adobe:
             name = "COM" if m == 0xFE else f"APP{m - 0xE0}"

@@ -28,6 +28,7 @@ from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_orientation, xmp_property_names
 from ._splice import Splice
+from .._bytes import all_zero
 
 _IMAGE = (b"VP8 ", b"VP8L")
 _KEEP_ALWAYS = frozenset({b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"})
@@ -92,10 +93,6 @@ def _walk(data: bytes, start: int, stop: int, budget: list[int], where: str) -> 
     return chunks
 
 
-def _is_zero(buf: bytes | bytearray) -> bool:
-    return buf.count(0) == len(buf)  # not any(buf), at C speed
-
-
 def _exif_names(payload: bytes) -> tuple[tuple[str, ...], int | None, bool]:
     """(tag names, orientation value if tagged, orientation tag present)."""
     hdr = find_tiff_header(payload)
@@ -128,7 +125,7 @@ class _Writer:
     def junk(self, chunk: _Chunk, carrier: str | None, tags: tuple[str, ...] = ()) -> None:
         """Turn a chunk into zero `JUNK` (or drop it); report unless it already was neutral."""
         body = self.data[chunk.payload_at:chunk.end]
-        already = chunk.fourcc == b"JUNK" and _is_zero(body)
+        already = chunk.fourcc == b"JUNK" and all_zero(body)
         if not already and carrier is not None:
             self.findings.remove(carrier, chunk.offset, chunk.span, tags, values=_values_for(self, chunk))
         self.out[chunk.offset:chunk.offset + 4] = b"JUNK"
@@ -168,7 +165,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
 
     # bytes past the RIFF size
     tail = data[riff_end:]
-    if tail and not _is_zero(tail):
+    if not all_zero(tail):
         findings.remove("data past RIFF size", riff_end, len(tail))
     w.out[riff_end:] = bytes(len(tail))
     if options.preserve_length:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+from .._bytes import all_zero
 
 
 def _u32(b: bytes, at: int) -> int:
@@ -58,13 +59,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             regions.append((14 + off, 14 + off + size))
     at = 0
     for a, b in sorted(regions):
-        if a > at and _nonzero(clean[at:a]):
+        if not all_zero(clean, at, a):
             raise ScrubError(f"BMP has non-zero bytes outside the image at {at}")
         at = max(at, b)
-    if _nonzero(clean[at:]):
+    if not all_zero(clean, at):
         raise ScrubError("BMP has data after the image")
-
-
-def _nonzero(b: bytes) -> bool:
-    """any(b), at C speed (a removed trailer is zeros of the same length)."""
-    return b.count(0) != len(b)

@@ -23,6 +23,7 @@ import struct
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+from .._bytes import all_zero
 
 
 _SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -30,11 +31,6 @@ _SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
 
 def _fail(reason: str) -> ScrubError:
     return ScrubError(reason, format="JPEG")
-
-
-def _nonzero(b: bytes) -> bool:
-    """any(b) at C speed: padding and trailers can be megabytes of zeros."""
-    return b.count(0) != len(b)
 
 
 def _check_exif(payload: bytes, at: int) -> None:
@@ -65,7 +61,7 @@ def _check_exif(payload: bytes, at: int) -> None:
         p += 12
     if struct.unpack_from(bo + "I", tiff, p)[0] != 0:
         raise _fail(f"Exif segment at {at} links to a further IFD")
-    if _nonzero(tiff[p + 4:]):
+    if not all_zero(tiff, p + 4):
         raise _fail(f"Exif segment at {at} has non-zero bytes after its IFD")
 
 
@@ -111,7 +107,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             continue
         code = clean[i + 1]
         if code == 0xD9:
-            if clean.count(0, i + 2) != n - (i + 2):
+            if not all_zero(clean, i + 2):
                 raise _fail("non-zero bytes after EOI")
             return
         if 0xD0 <= code <= 0xD7:
@@ -135,7 +131,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         elif code == 0xE0:
             if payload[:5] != b"JFIF\0" or len(payload) < 14:
                 raise _fail(f"APP0 at {i} is not JFIF")
-            if _nonzero(payload[12:]):
+            if not all_zero(payload, 12):
                 raise _fail(f"JFIF segment at {i} still declares or holds a thumbnail")
         elif code == 0xE1:
             if exif_seen:
@@ -148,10 +144,10 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             if payload[:12] != b"ICC_PROFILE\0":
                 raise _fail(f"APP2 at {i} is not an ICC profile")
         elif code == 0xEE:
-            if payload[:5] != b"Adobe" or len(payload) < 12 or _nonzero(payload[12:]):
+            if payload[:5] != b"Adobe" or len(payload) < 12 or not all_zero(payload, 12):
                 raise _fail(f"APP14 at {i} is not a plain Adobe segment")
         elif code == 0xEF:
-            if _nonzero(payload):
+            if not all_zero(payload):
                 raise _fail(f"APP15 at {i} has a non-zero payload")
         else:
             raise _fail(f"segment 0xFF{code:02X} at {i} is not allowed")

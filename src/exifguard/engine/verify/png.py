@@ -13,6 +13,7 @@ import zlib
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+from .._bytes import all_zero
 
 _SIG = bytes((0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A))
 _PADDING = b"skIp"
@@ -25,10 +26,6 @@ _SIZE_RULES = {
     b"pHYs": lambda n: n == 9, b"bKGD": lambda n: n in (1, 2, 6), b"tRNS": lambda n: 1 <= n <= 256,
     b"PLTE": lambda n: 0 < n <= 768 and n % 3 == 0,
 }
-
-
-def _zero(b: bytes) -> bool:
-    return b.count(0) == len(b)
 
 
 def _be16(b: bytes, i: int) -> int:
@@ -74,7 +71,7 @@ def _check_exif(payload: bytes) -> None:
             raise ScrubError("eXIf Orientation value is invalid")
     if u32(payload, end - 4) != 0:
         raise ScrubError("eXIf chunk links to a further directory")
-    if not _zero(payload[end:]):
+    if not all_zero(payload, end):
         raise ScrubError("eXIf chunk has data after its minimal TIFF")
 
 
@@ -110,12 +107,12 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             if rule is not None and not rule(length):
                 raise ScrubError(f"chunk {ctype!r} has an unexpected size {length}")
             if ctype == b"IEND":
-                if not _zero(payload):
+                if not all_zero(payload):
                     raise ScrubError("IEND chunk carries data")
                 break
             continue
         if ctype == _PADDING:
-            if not _zero(payload):
+            if not all_zero(payload):
                 raise ScrubError("a padding chunk has non-zero payload")
             continue
         if ctype == b"eXIf":
@@ -127,5 +124,5 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             _check_exif(payload)
             continue
         raise ScrubError(f"chunk type {ctype!r} is not allowed in clean output")
-    if not _zero(clean[pos:]):
+    if not all_zero(clean, pos):
         raise ScrubError("non-zero bytes after IEND")

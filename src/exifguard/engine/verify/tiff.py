@@ -18,6 +18,7 @@ import struct
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+from .._bytes import all_zero
 
 _RENDERING = frozenset([254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279,
                         280, 281, 282, 283, 284, 290, 291, 296, 301, 317, 318, 319, 320, 321, 322,
@@ -127,7 +128,7 @@ def _jpeg_clean(buf: bytes, a: int, b: int) -> None:
         if ln < 2 or i + 2 + ln > b:
             _fail("embedded JPEG segment overruns its strip")
         if m == 0xFE or 0xE0 <= m <= 0xEF:
-            ok = (m == 0xEE and payload[:5] == b"Adobe") or (m == 0xEF and payload.count(0) == len(payload))
+            ok = (m == 0xEE and payload[:5] == b"Adobe") or (m == 0xEF and all_zero(payload))
             if not ok:
                 _fail(f"embedded JPEG still has an APP{m - 0xE0 if m != 0xFE else 'COM'} segment")
         i += 2 + ln
@@ -219,7 +220,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     # every byte outside the referenced structures must be zero
     pos = 0
     for a, b in sorted(covered) + [(len(clean), len(clean))]:
-        if a > pos and clean[pos:a].count(0) != a - pos:
+        if not all_zero(clean, pos, a):
             _fail(f"non-zero bytes that nothing references at offset {pos}")
         pos = max(pos, b)
     for a, b in jpeg:

@@ -14,6 +14,7 @@ import struct
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+from .._bytes import all_zero
 
 _RENDER = {b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"}
 _FRAME_PARTS = {b"ALPH", b"VP8 ", b"VP8L"}
@@ -51,16 +52,11 @@ def _minimal_tiffs() -> set[bytes]:
 _ORIENTATION_TIFFS = _minimal_tiffs()
 
 
-def _nonzero(b: bytes) -> bool:
-    """any(b), at C speed (JUNK chunks and trailers can be large)."""
-    return b.count(0) != len(b)
-
-
 def _check_exif(payload: bytes) -> None:
     for prefix in (b"", b"Exif\0\0"):
         head = payload[len(prefix):len(prefix) + 26]
         if payload.startswith(prefix) and head in _ORIENTATION_TIFFS:
-            if _nonzero(payload[len(prefix) + 26:]):
+            if not all_zero(payload, len(prefix) + 26):
                 raise ScrubError("EXIF chunk has bytes after the minimal Orientation block")
             return
     raise ScrubError("EXIF chunk is not a minimal Orientation-only block")
@@ -72,7 +68,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     end = 8 + int.from_bytes(clean[4:8], "little")
     if end > len(clean):
         raise ScrubError("RIFF size exceeds the data")
-    if _nonzero(clean[end:]):
+    if not all_zero(clean, end):
         raise ScrubError("non-zero bytes past the RIFF size")
     limit = [options.max_structures]
     top = _chunks(clean, 12, end, limit)
@@ -85,7 +81,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     kind = top[0][0]
     if kind in (b"VP8 ", b"VP8L"):
         for fourcc, at, size, _ in top[1:]:
-            if fourcc != b"JUNK" or _nonzero(clean[at + 8:at + 8 + size]):
+            if fourcc != b"JUNK" or not all_zero(clean, at + 8, at + 8 + size):
                 raise ScrubError("a simple WebP may hold nothing after its image but zero JUNK")
         return
     if kind != b"VP8X":
@@ -94,14 +90,14 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     if vsize < 10:
         raise ScrubError("VP8X too short")
     flags = clean[vat + 8]
-    if flags & 0xC1 or any(clean[vat + 9:vat + 12]) or _nonzero(clean[vat + 18:vat + 8 + vsize]):
+    if flags & 0xC1 or any(clean[vat + 9:vat + 12]) or not all_zero(clean, vat + 18, vat + 8 + vsize):
         raise ScrubError("VP8X reserved bits are set")
 
     seen_exif = seen_icc = False
     for fourcc, at, size, _ in top[1:]:
         body = clean[at + 8:at + 8 + size]
         if fourcc in _RENDER:
-            if fourcc == b"ANIM" and _nonzero(body[6:]):
+            if fourcc == b"ANIM" and not all_zero(body, 6):
                 raise ScrubError(f"ANIM chunk at offset {at} carries data after its 6 bytes")
             if fourcc == b"ANMF":
                 if size < 16:
@@ -111,10 +107,10 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
                         raise ScrubError("non-zero pad byte inside ANMF")
                     if sub in _FRAME_PARTS:
                         continue
-                    if sub != b"JUNK" or _nonzero(clean[sat + 8:sat + 8 + ssize]):
+                    if sub != b"JUNK" or not all_zero(clean, sat + 8, sat + 8 + ssize):
                         raise ScrubError(f"ANMF frame holds a non-image chunk at offset {sat}")
         elif fourcc == b"JUNK":
-            if _nonzero(body):
+            if not all_zero(body):
                 raise ScrubError(f"JUNK chunk at offset {at} is not all zeros")
         elif fourcc == b"ICCP":
             if not options.keep_icc or seen_icc:
