@@ -473,9 +473,11 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
         return _unparseable(data, f"cannot parse multipart body ({exc})", _join(where, "multipart body"),
                             base, ctx)
     for lo, hi, what in ((0, mp.preamble_end, "preamble"), (mp.epilogue_start, len(data), "epilogue")):
-        if hi > lo and (sniff(data[lo:hi]) is not None or signature_in(data[lo:hi])):
+        outside = data[lo:hi]
+        fmt = sniff(outside) if outside else None
+        if fmt is not None or (outside and signature_in(outside)):
             # servers ignore these bytes, but they still leave the machine
-            _error(ctx, _join(where, f"multipart {what}"), sniff(data[lo:hi]), hi - lo,
+            _error(ctx, _join(where, f"multipart {what}"), fmt, hi - lo,
                    f"image data in the multipart {what} cannot be cleaned", (base + lo, base + hi))
     edits: list[tuple[int, int, bytes]] = []
     for i, part in enumerate(mp.parts):
