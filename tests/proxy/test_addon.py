@@ -362,3 +362,30 @@ async def test_resumable_upload_state_persists_across_requests(setup):
     unknown = chunk("never-seen", b"y" * 100, 4096, "upload, finalize")
     await run(addon, tctx, unknown)
     assert unknown.response is not None, "a continuation of an upload we never saw must fail closed"
+
+
+class _LeakyRewrite:
+    """Fails with a message quoting private data, as a codec or parser error might."""
+
+    def __call__(self, method, url, headers, body, options):
+        raise ValueError("cannot decode b'GPS 52.5200 N, Serial 4242' at offset 17")
+
+
+async def test_internal_error_log_hides_the_exception_message(setup, caplog):
+    addon, tctx = setup(_LeakyRewrite())
+    f = flow()
+    with caplog.at_level(logging.DEBUG, logger="exifguard"):
+        await run(addon, tctx, f)
+    assert f.response.status_code == 422
+    text = caplog.text + "".join(r.exc_text or "" for r in caplog.records)
+    assert "ValueError" in text and "test_addon.py" in text
+    assert "52.5200" not in text and "4242" not in text
+
+
+async def test_internal_error_message_logged_when_values_are_opted_in(setup, caplog):
+    addon, tctx = setup(_LeakyRewrite(), exifguard_log_values=True)
+    f = flow()
+    with caplog.at_level(logging.DEBUG, logger="exifguard"):
+        await run(addon, tctx, f)
+    assert f.response.status_code == 422
+    assert "Serial 4242" in caplog.text

@@ -24,6 +24,7 @@ import asyncio
 import hmac
 import ipaddress
 import logging
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence  # mitmproxy option typespecs want typing.Sequence
@@ -38,6 +39,28 @@ from .logline import escape, image_line
 from .policy import Action, Mode, OnError, Outcome
 
 log = logging.getLogger("exifguard")
+
+
+def _log_internal_error(what: str, exc: BaseException) -> None:
+    """Log an unexpected exception by type and place only, unless values may be logged.
+
+    Why: an exception's message (and a traceback's last line) can quote the bytes it
+    choked on, which may be a piece of the upload's metadata, and exifguard's log must
+    not hold private values unless the person opted in with exifguard_log_values.  The
+    type and the line that raised it are enough to file a bug.
+    """
+    try:
+        with_values = bool(ctx.options.exifguard_log_values)
+    except Exception:  # noqa: BLE001 - no options loaded: the private default
+        with_values = False
+    if with_values:
+        log.error("exifguard: internal error while %s", what, exc_info=exc)
+        return
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name}" \
+        if frames else "unknown place"
+    log.error("exifguard: internal error while %s: %s at %s (message hidden, it may quote the "
+              "upload; exifguard_log_values=true shows it)", what, type(exc).__name__, where)
 
 SELFTEST_HEADER = "x-exifguard-selftest"
 SELFTEST_SINK_HEADER = "x-exifguard-selftest-sink"
@@ -208,7 +231,7 @@ class Exifguard:
             self._requestheaders(flow)
         except Exception as exc:  # noqa: BLE001 - mitmproxy would log it and forward the flow
             # We do not know whether this is an upload we must clean: fail closed.
-            log.exception("exifguard: internal error while classifying a request")
+            _log_internal_error("classifying a request", exc)
             if self.mode is Mode.AUDIT or self.on_error is OnError.PASS:
                 return
             self.stats.killed += 1
@@ -259,7 +282,7 @@ class Exifguard:
             try:
                 await self._scrub(flow, watch)
             except Exception as exc:  # noqa: BLE001 - mitmproxy would log it and forward the original
-                log.exception("exifguard: internal error while applying the policy")
+                _log_internal_error("applying the policy", exc)
                 if flow.live and flow.response is None:
                     self._respond_error(flow, watch, f"internal error while checking the upload "
                                                      f"({type(exc).__name__})")
@@ -298,7 +321,7 @@ class Exifguard:
             rw, checked = await asyncio.to_thread(self._check, rewrite, req.method, req.pretty_url, headers,
                                                   body, options, flow.id, watch, log_values)
         except Exception as exc:  # noqa: BLE001 - any failure here must fail closed
-            log.exception("exifguard: internal error while checking an upload")
+            _log_internal_error("checking an upload", exc)
             return self._respond_error(flow, watch, f"internal error while checking the upload "
                                                     f"({type(exc).__name__})")
         if isinstance(checked, Exception):
