@@ -83,6 +83,10 @@ class CarrierOptions:
     max_images: int = 64
     uploads: UploadTracker | None = field(default_factory=UploadTracker, compare=False)
     """Per-upload state for chunked protocols; None disables it (continuations fail closed)."""
+    deadline: float | None = field(default=None, compare=False)
+    """A `time.monotonic()` instant after which inspection stops and the request is
+    reported with a blocker (fail closed); None: no deadline.  Checked between chunks of
+    work, so a caller that waits on another thread can also give up on its own."""
 
     def scrub_fn(self) -> Scrubber:
         return self.scrubber or _default_scrubber
