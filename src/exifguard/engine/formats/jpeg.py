@@ -5,9 +5,12 @@ segments between progressive scans.  After every SOS the entropy-coded data is
 skipped (never decoded) up to the next real marker: `FF00` (byte stuffing),
 `FFD0`-`FFD7` (restart markers) and runs of `FF` fill bytes do not end it.
 
-Kept (metadata-carriers.md §2): SOI, DQT, DHT, DAC, DRI, DNL, SOFn, SOS + scan
-data, RSTn, EOI, APP14 `Adobe` (its first 12 payload bytes; anything after them is
-zeroed), JFIF APP0 (thumbnail size and pixels zeroed) and, when `keep_icc`, ICC APP2.
+Kept (metadata-carriers.md §2): SOI, DQT, DHT, DRI, DNL, one SOFn, SOS + scan data,
+RSTn, EOI, DAC only in an arithmetic-coded frame (SOF9-11, 13-15: in a Huffman frame
+it means nothing, so it is neutralised), the first APP14 `Adobe` (its first 12 payload
+bytes; anything after them is zeroed), the first JFIF APP0 (thumbnail size and pixels
+zeroed) and, when `keep_icc`, the ICC APP2 segments, but only when together they are
+exactly one well-formed ICC profile (`engine.icc`); otherwise all are neutralised.
 The first Exif APP1 becomes a fresh minimal Exif that holds only Orientation
 (§3).  Everything else - other APPn, COM, JPEG extension markers, and every byte
 after the first EOI - is neutralised:
@@ -39,6 +42,7 @@ import re
 import struct
 from dataclasses import dataclass
 
+from .. import icc
 from ..errors import ScrubError
 from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
@@ -50,6 +54,8 @@ from .._bytes import all_zero
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 _KEEP = _SOF | {0xC4, 0xCC, 0xDB, 0xDD}
 _DNL = 0xDC
+_DAC = 0xCC
+_ARITH_SOF = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _SOS = 0xDA
 _EOI = 0xD9
 _SOI = 0xD8
@@ -142,14 +148,16 @@ def _walk(data: bytes, options: ScrubOptions) -> _Walk:
 
 
 def _structure_ok(marker: int, payload: bytes) -> bool:
-    """Do a kept structural segment's contents add up exactly to its declared length?
+    """Is a kept structural segment exactly what it claims to be?
 
-    A decoder rejects such segments anyway; checking them here means a "table" can
-    never be used as a roomy hiding place for text (defence in depth).
+    Its contents must add up exactly to its declared length (a DQT is whole tables, a
+    DHT is counts plus symbols, SOF/SOS match their component counts) and its table
+    classes and ids must be ones a decoder accepts (libjpeg stops on any other).  A
+    "table" therefore cannot serve as a roomy hiding place for text.
     """
     n = len(payload)
     if marker in _SOF:
-        return n >= 6 and n == 6 + 3 * payload[5]
+        return n >= 6 and payload[5] >= 1 and n == 6 + 3 * payload[5]
     if marker == _SOS:
         return n >= 1 and n == 4 + 2 * payload[0]
     if marker == 0xDD:  # DRI
@@ -157,25 +165,61 @@ def _structure_ok(marker: int, payload: bytes) -> bool:
     if marker == 0xDB:  # DQT: (precision/id, 64 or 128 bytes)*
         i = 0
         while i < n:
-            i += 1 + (128 if payload[i] >> 4 else 64)
+            pq, tq = payload[i] >> 4, payload[i] & 15
+            if pq > 1 or tq > 3:
+                return False
+            i += 1 + (128 if pq else 64)
         return i == n
     if marker == 0xC4:  # DHT: (class/id, 16 counts, symbols)*
         i = 0
         while i < n:
-            if i + 17 > n:
+            if i + 17 > n or payload[i] >> 4 > 1 or payload[i] & 15 > 3:
                 return False
-            i += 17 + sum(payload[i + 1:i + 17])
+            symbols = sum(payload[i + 1:i + 17])
+            if symbols > 256:
+                return False
+            i += 17 + symbols
         return i == n
-    if marker == 0xCC:  # DAC: (class/id, value)*
-        return n % 2 == 0
+    if marker == 0xCC:  # DAC: (class/id, value)*, at most 4 DC + 4 AC conditioning tables
+        return n % 2 == 0 and n <= 16 and all(_dac_ok(payload[i], payload[i + 1])
+                                              for i in range(0, n, 2))
     return True
 
 
-def _ident(payload: bytes) -> str:
-    """A short printable name for an APPn segment (its NUL-terminated identifier)."""
-    head = payload[:24].split(b"\0", 1)[0]
-    text = "".join(chr(b) for b in head if 0x20 < b < 0x7F)[:16]
-    return text or "data"
+def _dac_ok(table: int, value: int) -> bool:
+    """One arithmetic conditioning entry: DC (class 0) holds L <= U, AC (class 1) K in 1..63."""
+    tc, tb = table >> 4, table & 15
+    if tc > 1 or tb > 3:
+        return False
+    if tc == 0:
+        return (value & 15) <= (value >> 4)
+    return 1 <= value <= 63
+
+
+# Identifiers of APPn segments known by name (metadata-carriers.md §1.1 and what the
+# corpus holds).  A segment is named only from this fixed vocabulary: an unknown
+# identifier is free text that may itself be private ("JaneDoe+15550100"), and the
+# carrier name reaches the event log, the audit log and `inspect`.
+_APP_IDS: tuple[tuple[bytes, str], ...] = (
+    (b"JFIF\0", "JFIF"), (b"JFXX\0", "JFXX"), (b"AVI1", "AVI1"),
+    (b"Exif\0", "Exif"), (XMP_ID, "XMP"), (EXT_XMP_ID, "extended XMP"), (b"FLIR\0", "FLIR"),
+    (b"QVCI", "QVCI"), (ICC_ID, "ICC_PROFILE"), (b"MPF\0", "MPF"), (b"FPXR\0", "FPXR"),
+    (b"urn:iso:std:iso:ts:21496", "ISO gain map"), (b"HDR_CAPTURE_INFO", "HDR_CAPTURE_INFO"),
+    (b"GainMap", "GainMap"), (b"AROT", "AROT"), (b"Meta\0", "Meta"), (b"META\0", "Meta"),
+    (b"ssuniqueid", "ssuniqueid"), (b"RMETA", "RMETA"), (b"GoPro", "GoPro"), (b"NITF", "NITF"),
+    (b"EPPIM", "EPPIM"), (b"QualcommCamera", "Qualcomm"), (b"SPIFF", "SPIFF"),
+    (b"Media Jukebox", "Media Jukebox"), (b"UNICODE", "UNICODE"), (b"HDR_RI", "HDR_RI"),
+    (b"Ducky", "Ducky"), (b"AgfaGevaert", "AgfaGevaert"), (b"PrintIM", "PrintIM"),
+    (b"Photoshop 3.0", "Photoshop 3.0"), (b"Adobe_CM", "Adobe_CM"), (b"Adobe", "Adobe"),
+)
+
+
+def _ident(payload: bytes) -> str | None:
+    """The known name of an APPn segment's identifier, or None (never payload bytes)."""
+    for prefix, name in _APP_IDS:
+        if payload.startswith(prefix):
+            return name
+    return None
 
 
 # -- IPTC/Photoshop names for the report ------------------------------------------------
@@ -334,6 +378,11 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         if orientation is None:
             target = None
 
+    # Frame type and colour profile, decided before any segment is written: DAC may
+    # precede the frame header, and ICC is one profile spread over many segments.
+    arithmetic = _frame_is_arithmetic(segs)
+    icc_ok = options.keep_icc and _icc_ok(data, segs)
+
     # Pass 2: decide each segment; collect the output pieces.  Both modes assemble the
     # output once with b"".join: kept bytes (scan data above all) are memoryview slices
     # of the input, so they are copied exactly once, into the result.
@@ -346,6 +395,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     view = memoryview(data)
     cursor = 0  # preserve_length: input bytes before this offset are in `pieces`
     icc_segments = 0
+    jfif_seen = adobe_seen = False
 
     for kind, m, s, e in walk.items:
         if preserve and s > cursor:  # fill bytes between items, kept as they are
@@ -359,7 +409,12 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         carrier: str | None = None
         tags: list[str] = []
         values: list[tuple[str, str]] = []
-        if m in _KEEP or m == _SOS:
+        if m == _DAC and not arithmetic:
+            # Conditioning tables mean nothing to a Huffman-coded frame: a DAC there is
+            # not what it claims (e.g. an Exif block whose marker byte was changed).
+            keep = False
+            carrier = "marker 0xFFCC"
+        elif m in _KEEP or m == _SOS:
             if not _structure_ok(m, pl):
                 raise _err(f"is corrupt: segment 0xFF{m:02X} at offset {s} does not match its length")
         elif m in (_SOI, _EOI) or 0xD0 <= m <= 0xD7 or (m == _DNL and e - s == 6):
@@ -376,7 +431,8 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             if preserve and rest:
                 pieces.append(rest)
             continue
-        elif m == _APP0 and pl.startswith(JFIF_ID) and len(pl) >= JFIF_FIXED:
+        elif m == _APP0 and pl.startswith(JFIF_ID) and len(pl) >= JFIF_FIXED and not jfif_seen:
+            jfif_seen = True
             # The thumbnail is removed by zeroing its pixels *and* its width/height
             # (so no reader sees a thumbnail at all); compact mode drops the bytes.
             if not all_zero(pl, JFIF_THUMB_DIMS):
@@ -389,14 +445,15 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 pieces.append(b"\xff\xe0" + struct.pack(">H", 2 + JFIF_FIXED)
                               + pl[:JFIF_THUMB_DIMS] + b"\0\0")
             continue
-        elif m == _APP14 and pl.startswith(ADOBE_ID) and len(pl) >= ADOBE_LEN:
+        elif m == _APP14 and pl.startswith(ADOBE_ID) and len(pl) >= ADOBE_LEN and not adobe_seen:
+            adobe_seen = True
             findings.keep("Adobe APP14", "colour transform")
             tail = pl[ADOBE_LEN:]
             if not all_zero(tail):
                 findings.remove("APP14 Adobe extra data", s + 4 + ADOBE_LEN, len(tail))
                 pieces.append(data[s:s + 4 + ADOBE_LEN] + bytes(len(tail)))
                 continue
-        elif m == _APP2 and pl.startswith(ICC_ID) and options.keep_icc:
+        elif m == _APP2 and pl.startswith(ICC_ID) and icc_ok:
             icc_segments += 1
         else:
             keep = False
@@ -423,6 +480,31 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         if preserve:
             pieces.append(bytes(n - at))
     return b"".join(pieces)
+
+
+def _frame_is_arithmetic(segs: list[tuple[int, int, int]]) -> bool:
+    """True for an arithmetic-coded frame (SOF9-11, SOF13-15), where DAC is meaningful.
+
+    One image has one frame header; a second SOF makes libjpeg stop ("two SOF
+    markers"), so such a file is refused rather than guessed at.
+    """
+    sofs = [m for m, _, _ in segs if m in _SOF]
+    if len(sofs) > 1:
+        raise _err("is corrupt: more than one frame header (SOF marker)")
+    return bool(sofs) and sofs[0] in _ARITH_SOF
+
+
+def _icc_ok(data: bytes, segs: list[tuple[int, int, int]]) -> bool:
+    """Do the `ICC_PROFILE` APP2 segments form exactly one well-formed ICC profile?
+
+    If not (plain text, a second profile, chunk numbers that do not add up), every one of
+    them is neutralised: a decoder could not use such a profile either.
+    """
+    chunks = [data[s + 4:e] for m, s, e in segs if m == _APP2 and data[s + 4:s + 4 + len(ICC_ID)] == ICC_ID]
+    if not chunks:
+        return False
+    profile, _ = icc.assemble_jpeg(chunks)
+    return profile is not None and icc.problem(profile) is None
 
 
 def _report_exif(pl: bytes, s: int, e: int, options: ScrubOptions, findings: Findings) -> None:
@@ -477,5 +559,6 @@ def _classify(m: int, pl: bytes, s: int, e: int, options: ScrubOptions,
         vals = [("Comment", pl[:200].decode("latin-1"))] if options.collect_values else []
         return "COM", ["Comment"], vals
     if 0xE0 <= m <= 0xEF:
-        return f"APP{m - 0xE0} {_ident(pl)}", [], []
+        name = _ident(pl)
+        return (f"APP{m - 0xE0} {name}" if name else f"APP{m - 0xE0}"), [], []
     return f"marker 0xFF{m:02X}", [], []

@@ -1,11 +1,14 @@
 """Independent check of a cleaned JPEG (written apart from the walker on purpose).
 
 Accepts only:
-* SOI first; DQT, DHT, DAC, DRI, DNL (4-byte payload-less form), SOFn, SOS with its
-  scan data, stray RSTn, EOI;
-* JFIF APP0 whose thumbnail width, height and bytes (all after the first 12) are zero;
-* APP14 `Adobe` whose bytes after the 12 fixed ones are zero;
-* ICC APP2 (`ICC_PROFILE\\0`) only when `keep_icc`;
+* SOI first; DQT and DHT naming real tables (precision 0/1, class 0/1, id 0..3) that
+  fill them exactly, DRI, DNL (4-byte payload-less form), at most one SOFn, SOS with
+  its scan data, stray RSTn, EOI; DAC only with valid entries and only when the frame
+  is arithmetic-coded;
+* one JFIF APP0 whose thumbnail width, height and bytes (all after the first 12) are zero;
+* one APP14 `Adobe` whose bytes after the 12 fixed ones are zero;
+* ICC APP2 (`ICC_PROFILE\\0`) only when `keep_icc`, and only when all of them make up
+  exactly one profile that passes `_icc.check`;
 * at most one Exif APP1, holding a TIFF with an IFD0 of at most one entry
   (Orientation, SHORT, count 1, value 2..8), a zero next-IFD link and nothing but
   zeros after it;
@@ -24,6 +27,7 @@ import struct
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from .._bytes import all_zero
+from . import _icc
 
 
 _SCAN_END = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")
@@ -87,12 +91,64 @@ def _tables_fit(code: int, body: bytes) -> bool:
     return size >= 6 and size == 6 + 3 * body[5]  # SOFn
 
 
+_ARITHMETIC_FRAMES = (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF)
+
+
+def _dac_entries_ok(body: bytes) -> bool:
+    """DAC: at most eight (table, value) pairs; DC tables hold L <= U, AC tables 1..63."""
+    if len(body) > 16:
+        return False
+    for k in range(0, len(body), 2):
+        cls, ident, val = body[k] >> 4, body[k] & 0x0F, body[k + 1]
+        if ident > 3 or cls > 1:
+            return False
+        if (cls == 1 and not 0 < val < 64) or (cls == 0 and val & 0x0F > val >> 4):
+            return False
+    return True
+
+
+def _table_ids_ok(code: int, body: bytes) -> bool:
+    """DQT precision 0/1 and ids 0..3; DHT classes 0/1, ids 0..3, at most 256 symbols."""
+    k = 0
+    while k < len(body):
+        hi, lo = body[k] >> 4, body[k] & 0x0F
+        if hi > 1 or lo > 3:
+            return False
+        if code == 0xDB:
+            k += 65 if hi == 0 else 129
+        else:
+            symbols = sum(body[k + 1:k + 17])
+            if symbols > 256:
+                return False
+            k += 17 + symbols
+    return True
+
+
+def _finish(frames: list[int], dac_at: list[int], icc: list[bytes], options: ScrubOptions) -> None:
+    """Checks that need the whole header: one frame, DAC only in it if arithmetic, one ICC profile."""
+    if len(frames) > 1:
+        raise _fail("more than one frame header (SOF)")
+    if dac_at and not (frames and frames[0] in _ARITHMETIC_FRAMES):
+        raise _fail(f"DAC segment at {dac_at[0]} in a frame that is not arithmetic-coded")
+    if icc:
+        _icc.check(_icc.jpeg_profile(icc, "JPEG"), "JPEG")
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
+    frames: list[int] = []
+    dac_at: list[int] = []
+    icc: list[bytes] = []
+    _walk(clean, options, frames, dac_at, icc)
+    _finish(frames, dac_at, icc, options)
+
+
+def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[int],
+          icc: list[bytes]) -> None:
     n = len(clean)
     if n < 4 or clean[:2] != b"\xff\xd8":
         raise _fail("output does not start with SOI")
     i = 2
-    exif_seen = False
+    exif_seen = jfif_seen = adobe_seen = False
     steps = 0
     while True:
         steps += 1
@@ -125,12 +181,21 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         if code in (0xC4, 0xCC, 0xDB, 0xDD, 0xDA) or (0xC0 <= code <= 0xCF and code != 0xC8):
             if not _tables_fit(code, payload):
                 raise _fail(f"segment 0xFF{code:02X} at {i} is not a well-formed table")
+            if code in (0xDB, 0xC4) and not _table_ids_ok(code, payload):
+                raise _fail(f"segment 0xFF{code:02X} at {i} names a table no decoder has")
+            if code == 0xCC:
+                if not _dac_entries_ok(payload):
+                    raise _fail(f"DAC segment at {i} holds impossible conditioning values")
+                dac_at.append(i)
+            elif code not in (0xC4, 0xDB, 0xDD, 0xDA):
+                frames.append(code)
         elif code == 0xDC:
             if seg_len != 4:
                 raise _fail(f"DNL segment at {i} has an unexpected length")
         elif code == 0xE0:
-            if payload[:5] != b"JFIF\0" or len(payload) < 14:
-                raise _fail(f"APP0 at {i} is not JFIF")
+            if payload[:5] != b"JFIF\0" or len(payload) < 14 or jfif_seen:
+                raise _fail(f"APP0 at {i} is not the one JFIF segment")
+            jfif_seen = True
             if not all_zero(payload, 12):
                 raise _fail(f"JFIF segment at {i} still declares or holds a thumbnail")
         elif code == 0xE1:
@@ -143,9 +208,11 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
                 raise _fail(f"APP2 at {i} survived although ICC is not kept")
             if payload[:12] != b"ICC_PROFILE\0":
                 raise _fail(f"APP2 at {i} is not an ICC profile")
+            icc.append(payload)
         elif code == 0xEE:
-            if payload[:5] != b"Adobe" or len(payload) < 12 or not all_zero(payload, 12):
-                raise _fail(f"APP14 at {i} is not a plain Adobe segment")
+            if payload[:5] != b"Adobe" or len(payload) < 12 or not all_zero(payload, 12) or adobe_seen:
+                raise _fail(f"APP14 at {i} is not the one plain Adobe segment")
+            adobe_seen = True
         elif code == 0xEF:
             if not all_zero(payload):
                 raise _fail(f"APP15 at {i} has a non-zero payload")

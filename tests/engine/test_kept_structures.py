@@ -1,0 +1,205 @@
+"""Issue 11 §5: a structure the walkers keep must be what it claims to be.
+
+Each reproduction from the issue is a test here, checked twice: the walker must clean
+it (no private byte left, pixels and length unchanged) or refuse it with ScrubError,
+and the format's verifier, on its own, must refuse the uncleaned input (so a walker
+bug that kept it would still be caught).  Carrier names must never quote payload
+bytes: a canary placed in an identifier must not reach the report or an error text.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+from exifguard import ScrubError, scrub
+from exifguard.engine import ScrubOptions
+from exifguard.engine.verify import jpeg as jpeg_verify
+from support import canary
+
+from . import icc_builders as ib
+from . import jpeg_builders as jb
+
+CANARY = b"JaneDoe+15550100"
+
+
+def pixels(data: bytes) -> tuple[str, tuple[int, int], bytes]:
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return im.mode, im.size, im.tobytes()
+
+
+def report_text(res) -> str:
+    return repr(res.removed) + repr(res.kept)
+
+
+def assert_clean(data: bytes, *, opts: ScrubOptions | None = None, same_pixels: bool = True,
+                 reference: bytes | None = None):
+    """Scrub in both modes: no canary left, length kept, idempotent, pixels unchanged
+    (against `reference` when the input itself does not decode)."""
+    res = scrub(data, options=opts or ScrubOptions())
+    assert len(res.data) == len(data)
+    assert canary.find(res.data, CANARY) == []
+    assert CANARY.decode() not in report_text(res)
+    assert scrub(res.data, options=opts or ScrubOptions()).data == res.data
+    if same_pixels:
+        assert pixels(res.data) == pixels(reference or data)
+    compact = scrub(data, options=ScrubOptions(preserve_length=False))
+    assert len(compact.data) <= len(data)
+    assert canary.find(compact.data, CANARY) == []
+    return res
+
+
+# -- JPEG: markers and tables -----------------------------------------------------------------
+
+def _exif_as(marker: int) -> bytes:
+    """The canary Exif APP1 of the issue with its marker byte changed (even payload length)."""
+    seg = jb.exif_app1(CANARY, orientation=None)
+    if len(seg) % 2:  # the old DAC check only looked at an even length: make it pass that
+        seg = jb.segment(0xE1, seg[4:] + b"\0")
+    return bytes([0xFF, marker]) + seg[2:]
+
+
+def test_jpeg_exif_behind_a_dac_marker_in_a_huffman_frame_is_neutralised() -> None:
+    data = jb.splice(jb.base_jpeg(), [_exif_as(0xCC)])
+    assert canary.find(data, CANARY)
+    # libjpeg itself rejects those "conditioning values", so compare with the plain image
+    res = assert_clean(data, reference=jb.base_jpeg())
+    assert "marker 0xFFCC" in [r.carrier for r in res.removed]
+    with pytest.raises(ScrubError, match="DAC"):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+def _as_arithmetic(data: bytes) -> bytes:
+    """Relabel the frame as arithmetic-coded (SOF9); the walker does not decode scans."""
+    at = data.index(b"\xff\xc0")
+    return data[:at] + b"\xff\xc9" + data[at + 2:]
+
+
+def test_jpeg_valid_dac_is_kept_in_an_arithmetic_frame_and_bogus_dac_refused() -> None:
+    dac = jb.segment(0xCC, bytes([0x00, 0x10, 0x10, 0x05]))  # DC0: L=0,U=1; AC0: K=5
+    data = _as_arithmetic(jb.splice(jb.base_jpeg(), [dac]))
+    res = scrub(data)
+    assert res.data == data and res.removed == ()
+    jpeg_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="does not match"):
+        scrub(_as_arithmetic(jb.splice(jb.base_jpeg(), [_exif_as(0xCC)])))
+    with pytest.raises(ScrubError):
+        jpeg_verify.verify(_as_arithmetic(jb.splice(jb.base_jpeg(), [_exif_as(0xCC)])), ScrubOptions())
+
+
+@pytest.mark.parametrize("marker", [0xC8, 0xDE, 0xDF, 0xF0, 0xF7, 0xFD], ids=lambda m: f"FF{m:02X}")
+def test_jpeg_extension_markers_carrying_exif_are_neutralised(marker: int) -> None:
+    data = jb.splice(jb.base_jpeg(), [_exif_as(marker)])
+    assert_clean(data, reference=jb.base_jpeg())  # libjpeg refuses these markers itself
+    with pytest.raises(ScrubError):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+@pytest.mark.parametrize("payload,what", [
+    (b"\x04" + bytes(64), "DQT table id 4"),
+    (b"\x20" + bytes(128), "DQT precision 2"),
+    (b"\x24" + bytes(16) + b"", "DHT class 2"),
+    (b"\x05" + bytes(16), "DHT id 5"),
+])
+def test_jpeg_tables_naming_tables_no_decoder_has_are_refused(payload: bytes, what: str) -> None:
+    marker = 0xDB if what.startswith("DQT") else 0xC4
+    data = jb.splice(jb.base_jpeg(), [jb.segment(marker, payload)])
+    with pytest.raises(ScrubError, match="does not match"):
+        scrub(data)
+    with pytest.raises(ScrubError):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_jpeg_table_with_text_after_its_tables_is_refused() -> None:
+    """A DQT/DHT whose declared tables do not exactly fill the segment is a hiding place."""
+    base = jb.base_jpeg()
+    for marker, table in ((0xDB, b"\x01" + bytes(range(1, 65))), (0xC4, b"\x01" + bytes([1] + [0] * 15) + b"\x00")):
+        data = jb.splice(base, [jb.segment(marker, table + CANARY)])
+        with pytest.raises(ScrubError, match="does not match"):
+            scrub(data)
+        with pytest.raises(ScrubError):
+            jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_jpeg_second_frame_header_is_refused() -> None:
+    base = jb.base_jpeg()
+    at = base.index(b"\xff\xc0")
+    sof = base[at:at + 2 + struct.unpack_from(">H", base, at + 2)[0]]
+    data = base[:at] + sof + base[at:]
+    with pytest.raises(ScrubError, match="more than one frame"):
+        scrub(data)
+    with pytest.raises(ScrubError, match="more than one frame"):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_jpeg_second_jfif_and_adobe_segments_are_neutralised() -> None:
+    jfif2 = jb.segment(0xE0, b"JFIF\0\x01\x02\x00" + CANARY[:4] + b"\0\0")
+    adobe2 = jb.segment(0xEE, b"Adobe" + CANARY[:7])
+    data = jb.splice(jb.base_jpeg(), [jb.jfif_app0(), jb.segment(0xEE, b"Adobe\0\x64\0\0\0\0\x01"),
+                                      jfif2, adobe2])
+    res = scrub(data)
+    assert [r.carrier for r in res.removed] == ["APP0 JFIF", "APP14 Adobe"]
+    assert CANARY[:7] not in res.data and CANARY[:4] not in res.data
+    assert pixels(res.data) == pixels(data)
+    with pytest.raises(ScrubError, match="one JFIF|one plain Adobe"):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+# -- JPEG: ICC profiles ------------------------------------------------------------------------
+
+def _icc_jpeg(chunks: list[bytes]) -> bytes:
+    return jb.splice(jb.base_jpeg(), [jb.segment(0xE2, c) for c in chunks])
+
+
+def test_jpeg_real_icc_profile_in_several_segments_is_kept() -> None:
+    data = _icc_jpeg(ib.jpeg_chunks(ib.srgb(), 3))
+    res = scrub(data)
+    assert res.data == data
+    assert ("colour profile", "ICC (3 segments)") in [(k.what, k.detail) for k in res.kept]
+    jpeg_verify.verify(data, ScrubOptions())
+
+
+@pytest.mark.parametrize("chunks", [
+    pytest.param(lambda: ib.jpeg_chunks(ib.text_posing_as_profile(CANARY)), id="plain-text"),
+    pytest.param(lambda: ib.jpeg_chunks(ib.profile_with_payload(CANARY), 2), id="stretched-profile"),
+    pytest.param(lambda: ib.jpeg_chunks(ib.srgb()) + ib.jpeg_chunks(ib.text_posing_as_profile(CANARY)),
+                 id="second-profile"),
+    pytest.param(lambda: ib.jpeg_chunks(ib.srgb(), 2)[:1] + ib.jpeg_chunks(CANARY * 20, 2)[1:],
+                 id="chunk-counts-mixed"),
+    pytest.param(lambda: ib.jpeg_chunks(ib.srgb(), 2, count=3), id="chunk-missing"),
+    pytest.param(lambda: [c[:12] + b"\x01\x01" + c[14:] for c in ib.jpeg_chunks(ib.srgb() + CANARY, 2)],
+                 id="duplicate-sequence-numbers"),
+])
+def test_jpeg_icc_segments_that_are_not_one_profile_are_neutralised(chunks) -> None:
+    pieces = chunks()
+    data = _icc_jpeg(pieces)
+    res = assert_clean(data)
+    removed = [r for r in res.removed if r.carrier == "ICC profile"]
+    assert len(removed) == len(pieces)
+    assert not any(k.what == "colour profile" for k in res.kept)
+    assert b"ICC_PROFILE" not in res.data
+    with pytest.raises(ScrubError, match="colour profile|ICC"):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+# -- JPEG: carrier names never quote payload bytes -------------------------------------------
+
+@pytest.mark.parametrize("marker", range(0xE0, 0xF0), ids=lambda m: f"APP{m - 0xE0}")
+def test_jpeg_unknown_appn_is_named_by_marker_only(marker: int) -> None:
+    data = jb.splice(jb.base_jpeg(), [jb.segment(marker, CANARY + b"\0" + CANARY)])
+    res = scrub(data)
+    assert [r.carrier for r in res.removed] == ["IPTC (APP13)" if marker == 0xED else f"APP{marker - 0xE0}"]
+    assert CANARY.decode() not in report_text(res)
+    assert "Jane" not in report_text(res)
+
+
+def test_jpeg_known_appn_identifiers_are_named() -> None:
+    segs = [jb.segment(0xE5, b"ssuniqueid\0" + CANARY), jb.segment(0xEC, b"Ducky\0" + CANARY),
+            jb.segment(0xE2, b"MPF\0" + CANARY), jb.segment(0xEB, b"HDR_RI ver=11" + CANARY)]
+    res = scrub(jb.splice(jb.base_jpeg(), segs))
+    assert [r.carrier for r in res.removed] == ["APP5 ssuniqueid", "APP12 Ducky", "APP2 MPF", "APP11 HDR_RI"]
