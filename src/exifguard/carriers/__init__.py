@@ -31,9 +31,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from ..engine import sniff
-from . import declared, hashes
+from . import declared, embedded, hashes
+from .embedded import InspectionTimeout
 from .model import CarrierOptions, ImageFinding, RequestRewrite, Scrubber, UploadTracker
-from .scan import Context, identifying, neutral_name, residual_images, scan, signature_in
+from .scan import Context, identifying, neutral_name, residual_images, scan, scan_embedded, signature_in
 
 __all__ = ["CarrierOptions", "ImageFinding", "RequestRewrite", "Scrubber", "UploadTracker",
            "rewrite_request"]
@@ -65,6 +66,10 @@ def rewrite_request(method: str, url: str, headers: Sequence[tuple[str, str]] | 
     """Clean every image carried by this request.  Never raises."""
     try:
         return _rewrite(method, url, headers, body, options)
+    except InspectionTimeout:
+        b = body if isinstance(body, bytes) else bytes(body or b"")
+        return RequestRewrite(b, {}, (), ("the upload could not be inspected before the deadline; "
+                                          "it was not forwarded",), b)
     except Exception as exc:  # fail closed on our own bugs, never crash the proxy
         b = body if isinstance(body, bytes) else bytes(body or b"")
         return RequestRewrite(b, {}, (), (f"internal error in the carrier layer ({type(exc).__name__}); "
@@ -82,8 +87,9 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
         return RequestRewrite(body, {}, (), (), body)
     ctx = Context(options, options.scrub_fn())
 
+    deadline = options.deadline
     if len(body) > options.max_body_bytes:
-        if sniff(body) is not None or signature_in(body):
+        if sniff(body) is not None or signature_in(body, deadline):
             ctx.findings.append(ImageFinding("body", sniff(body), len(body), None, None,
                                              f"body larger than {options.max_body_bytes} bytes holds an "
                                              "image signature; not inspected", (0, len(body))))
@@ -91,7 +97,7 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
 
     encoding = (_get(headers, "content-encoding") or "").strip().lower()
     if encoding not in _KNOWN_ENCODINGS and "," not in encoding:
-        if sniff(body) is not None or signature_in(body):
+        if sniff(body) is not None or signature_in(body, deadline):
             ctx.findings.append(ImageFinding("body", None, len(body), None, None,
                                              f"unknown Content-Encoding {encoding!r}; cannot inspect the "
                                              "body", (0, len(body))))
@@ -104,7 +110,16 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
         if chunk.final and tracker is not None:
             tracker.forget(url)
         if began is False:
-            return RequestRewrite(body, {}, (), (), body)
+            # the upload began with something else (a zip, a video): still, no image may
+            # start in this chunk unseen
+            cand = embedded.first_candidate(body, deadline=deadline)
+            if cand is None:
+                return RequestRewrite(body, {}, (), (), body)
+            ctx.findings.append(ImageFinding(f"raw body (chunk at offset {chunk.offset})", cand.format,
+                                             len(body), None, None, "an image inside a continuation chunk "
+                                             "cannot be cleaned (it may continue in another chunk)",
+                                             (0, len(body))))
+            return RequestRewrite(body, {}, tuple(ctx.findings), (), body)
         why = ("continuation chunk of an upload that began with an image" if began else
                "continuation chunk of an upload whose first chunk was not seen")
         ctx.findings.append(ImageFinding(f"raw body (chunk at offset {chunk.offset})", None, len(body),
@@ -116,7 +131,7 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
     payload_mode = (_get(headers, "x-amz-content-sha256") or "").strip().upper()
     if payload_mode.startswith("STREAMING-") or "aws-chunked" in encoding:
         # aws-chunked framing (chunk signatures / trailing checksums): not parsed here
-        if sniff(body) is not None or signature_in(body):
+        if sniff(body) is not None or signature_in(body, deadline):
             ctx.findings.append(ImageFinding("aws-chunked body", None, len(body), None, None,
                                              "image inside an aws-chunked (streaming) upload cannot be "
                                              "rewritten", (0, len(body))))
@@ -124,6 +139,15 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
     new = scan(body, content_type, "", 0, 0, ctx)
     covered = [f.span for f in ctx.findings if f.span is not None]
     if not any(s <= 0 and e >= len(body) for s, e in covered):
+        # images wherever no parsed shape put them (junk before a JPEG, protobuf fields,
+        # zip entries, PDF streams): cleaned in place, or reported
+        current = body if new is None else new
+        same_coordinates = len(current) == len(body)
+        inner = scan_embedded(current if same_coordinates else body, covered, ctx,
+                              can_clean=same_coordinates)
+        if inner is not None:
+            new = inner
+        covered = [f.span for f in ctx.findings if f.span is not None]
         at = residual_images(body, covered)
         if at >= 0:
             ctx.findings.append(ImageFinding("body", None, len(body), None, None,

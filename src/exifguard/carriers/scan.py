@@ -17,23 +17,35 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from ..engine import ScrubError, sniff
-from . import base64text, form, jsonbody, multipart
+from . import base64text, embedded, form, jsonbody, multipart, wrappers
 from .model import CarrierOptions, ImageFinding, Scrubber
 
 _EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "HEIC": "heic", "HEIF": "heif",
         "AVIF": "avif", "TIFF": "tif", "JXL": "jxl"}
 
-_RAW_SIGNATURES = re.compile(
-    rb"\xff\xd8\xff[\xc0-\xc3\xdb\xe0-\xef\xfe]"
-    rb"|\x89PNG\r\n\x1a\n"
-    rb"|GIF8[79]a"
-    rb"|RIFF[\x00-\xff]{4}WEBPVP8"
-    rb"|ftyp(?:heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)"
-    rb"|\x00\x00\x00\x0cJXL \r\n\x87\n", re.S)
-_B64_SIGNATURES = re.compile(
-    # JPEG: FF D8 FF then any marker byte (APPn/COM/DQT/SOF give 2-7, '/', 'w' next)
-    rb"data:image/|/9j/[2-7/w]|_9j_[2-7_w]|iVBORw0KGgo|R0lGOD[dl]h|UklGR[A-Za-z0-9+/]{5}XRUJQVlA4"
-    rb"|ZnR5cGhlaW|ZnR5cG1pZjE|ZnR5cGF2aW|AAAA[A-Za-z0-9+/]{2}Z0eXB", re.I)
+#: How a base64 (or data URL) image's text can begin.  No alternative starts with a
+#: character class or zeros: those make the regex engine try every position.
+_B64_LOOSE = re.compile(rb"/9j/|_9j_|iVBORw0KGgo|R0lGOD[dl]h|UklGR|ZnR5cG|Z0eXB|SUkqA|TU0AK|ata:image/|ATA:IMAGE/")
+#: Raw magic bytes; WEBPVP8 and the JXL box name are checked for what precedes them.
+_RAW_LOOSE = re.compile(rb"\xff\xd8\xff[\xc0-\xc3\xdb\xe0-\xef\xfe]|\x89PNG\r\n\x1a\n|GIF8[79]a|WEBPVP8"
+                        rb"|ftyp(?:heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)|JXL \r\n\x87\n")
+_LOOSE_BEFORE = {ord("W"): (8, (b"RIFF",)), ord("J"): (4, (b"\x00\x00\x00\x0c",)),
+                 ord("a"): (1, (b"d", b"D")), ord("A"): (1, (b"D", b"d"))}
+
+
+def _loose_hit(pattern: re.Pattern[bytes], data: bytes, a: int, b: int) -> bool:
+    for m in pattern.finditer(data, a, min(len(data), b + 16)):
+        i = m.start()
+        if i >= b:
+            return False
+        rule = _LOOSE_BEFORE.get(data[i])
+        if rule is None:
+            return True
+        back, wanted = rule
+        if i >= back and data[i - back:i - back + len(wanted[0])] in wanted:
+            return True
+    return False
+
 
 _IDENTIFYING = re.compile(
     r"(?i)((19|20)\d\d[-_.]?[01]\d[-_.]?[0-3]\d|\d{1,2}[.:]\d\d[.:]\d\d|^(img|pxl|dsc|dscn|dcim|mvimg|"
@@ -41,12 +53,28 @@ _IDENTIFYING = re.compile(
     r"\bcv\b|invoice|payslip|tax|bank|medical|^[A-Z][a-z]+[ _][A-Z][a-z]+)")
 
 
-def signature_in(data: bytes) -> str | None:
-    """A strong image signature anywhere in `data` (raw or base64): its kind, else None."""
-    if _RAW_SIGNATURES.search(data):
+def signature_in(data: bytes, deadline: float | None = None) -> str | None:
+    """A strong image signature anywhere in `data`: its kind, else None.
+
+    Deliberately loose (this decides whether a body we could not parse, or will not
+    inspect, must be blocked): the magic bytes of a JPEG/PNG/GIF/WebP/HEIF/JXL, any
+    *plausible* image of another supported format (TIFF, BMP: see `embedded`), or the
+    first characters of an image's base64 text or a ``data:image/`` URL.  Bounded in
+    time: searched window by window (C-level finds; a regex over a large body would hold
+    the GIL for seconds), with the deadline checked between windows.
+    """
+    hi = len(data)
+    a = 0
+    while a < hi:
+        embedded.check_deadline(deadline)
+        b = min(hi, a + embedded.WINDOW)
+        if _loose_hit(_RAW_LOOSE, data, a, b):
+            return "raw image signature"
+        if _loose_hit(_B64_LOOSE, data, a, b):
+            return "base64 image signature"
+        a = b
+    if embedded.first_candidate(data, deadline=deadline) is not None:
         return "raw image signature"
-    if _B64_SIGNATURES.search(data):
-        return "base64 image signature"
     return None
 
 
@@ -354,8 +382,10 @@ def scan_json(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
             if s.end - s.start < 16:
                 continue
             ctx.strings += 1
+            if ctx.strings % 64 == 0:
+                embedded.check_deadline(opts.deadline)
             if ctx.strings > opts.max_strings:
-                if signature_in(data[s.start:]):
+                if signature_in(data[s.start:], opts.deadline):
                     _error(ctx, _join(where, "JSON body"), None, len(data),
                            f"more than {opts.max_strings} strings; not all were inspected",
                            (base, base + len(data)))
@@ -481,6 +511,7 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
                    f"image data in the multipart {what} cannot be cleaned", (base + lo, base + hi))
     edits: list[tuple[int, int, bytes]] = []
     for i, part in enumerate(mp.parts):
+        embedded.check_deadline(opts.deadline)
         payload = data[part.body_start:part.body_end]
         name = part.name
         label = _join(where, f"multipart part {name!r}" if name is not None else f"multipart part #{i}")
@@ -523,3 +554,45 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
                 edits.append((part.header_start, part.header_end, renamed))
                 ctx.header_edits += 1
     return _apply(data, edits) if edits else None
+
+
+def scan_embedded(data: bytes, covered: list[tuple[int, int]], ctx: Context, *,
+                  can_clean: bool = True) -> bytes | None:
+    """Clean images that sit where no parsed carrier put them; the new body or None.
+
+    Why: see `embedded`.  Searches every stretch of `data` outside `covered` (the spans
+    of images already found, in `data`'s coordinates) for plausible images, cleans each
+    delimited one in place with the length-preserving engine, recomputes the CRC-32 of a
+    stored zip entry that holds one, and reports (error finding, so the policy blocks)
+    every image it cannot rewrite: undelimited, inside a compressed zip entry or PDF
+    stream, or any at all when `can_clean` is False (a mode that changes lengths).
+    """
+    deadline = ctx.options.deadline
+    edits: list[tuple[int, int, bytes]] = []
+    changed: list[tuple[int, int]] = []
+    for lo, hi in _gaps(len(data), covered):
+        for cand in embedded.candidates(data, lo, hi, deadline=deadline):
+            carrier = f"{cand.format} inside the body at offset {cand.start}"
+            if cand.end is None:
+                _error(ctx, carrier, cand.format, hi - cand.start,
+                       f"an image sits where no upload shape puts one and {cand.why}; it cannot be "
+                       "cleaned", (cand.start, hi))
+                break
+            span = (cand.start, cand.end)
+            if not can_clean or not ctx.options.scrub.preserve_length:
+                _error(ctx, carrier, cand.format, cand.end - cand.start,
+                       "an image inside a wrapper can only be cleaned length-preserving", span)
+                continue
+            new = clean_image(data[cand.start:cand.end], carrier, span, None, ctx)
+            if new is not None:
+                edits.append((cand.start, cand.end, new))
+                changed.append(span)
+        for h in wrappers.hidden_images(data, lo, hi, deadline):
+            _error(ctx, f"image in a {h.where} at offset {h.span[0]}", h.format, h.span[1] - h.span[0],
+                   h.why, h.span)
+    if not edits:
+        return None
+    out = bytearray(_apply(data, edits))
+    for problem in wrappers.fix_zip_crcs(out, changed, 0, len(out), deadline):
+        _error(ctx, "zip entry", None, len(out), problem, (0, len(out)))
+    return bytes(out)

@@ -1,0 +1,206 @@
+"""Wrappers that hold images we clean in place, and the ones we cannot see into.
+
+Why: an image cleaned inside a *stored* zip entry changes the bytes that entry's CRC-32
+covers, so the CRC (in the local header, the data descriptor and the central directory)
+must be recomputed or the archive is corrupt.  An image inside a *compressed* zip entry
+or a FlateDecode PDF stream is invisible to a magic-byte search and cannot be rewritten
+in place at all: those are reported so the policy blocks them (fail closed), never
+forwarded with their metadata.
+
+Only the structures needed for that are parsed; everything else about the wrapper is
+left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ..engine.detect import sniff
+from .embedded import WINDOW, check_deadline
+
+_LOCAL = b"PK\x03\x04"
+_CENTRAL = b"PK\x01\x02"
+_DESCRIPTOR = b"PK\x07\x08"
+_LOCAL_FMT = struct.Struct("<4sHHHHHIIIHH")      # 30 bytes
+_CENTRAL_FMT = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46 bytes
+_IMAGE_NAME = re.compile(rb"(?i)\.(jpe?g|jfif|png|apng|gif|webp|hei[cf]|avif|tiff?|dng|bmp|jxl|cr[23]|nef|arw)$")
+#: Inflated bytes read from a compressed entry or stream to see whether it is an image.
+_PEEK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ZipEntry:
+    header: int                 # offset of the local file header
+    data_start: int
+    data_end: int | None        # None: size not declared in the local header
+    method: int
+    flags: int
+    crc: int
+    name: bytes
+
+
+@dataclass(frozen=True)
+class CentralRecord:
+    at: int
+    crc: int
+    csize: int
+    name: bytes
+
+
+def _find_all(data: bytes, lit: bytes, lo: int, hi: int, deadline: float | None) -> Iterator[int]:
+    a = lo
+    while a < hi:
+        check_deadline(deadline)
+        b = min(hi, a + WINDOW)
+        i = data.find(lit, a, min(hi, b + len(lit) - 1))
+        while i >= 0:
+            yield i
+            i = data.find(lit, i + 1, min(hi, b + len(lit) - 1))
+        a = b
+
+
+def zip_entries(data: bytes, lo: int, hi: int, deadline: float | None = None) -> list[ZipEntry]:
+    out = []
+    for p in _find_all(data, _LOCAL, lo, hi, deadline):
+        if p + 30 > hi:
+            continue
+        _sig, _ver, flags, method, _t, _d, crc, csize, _usize, nlen, xlen = _LOCAL_FMT.unpack_from(data, p)
+        start = p + 30 + nlen + xlen
+        if start > hi or method > 99:
+            continue
+        end: int | None = start + csize
+        if (flags & 8 and csize == 0) or csize == 0xFFFFFFFF:
+            end = None
+        elif end > hi:
+            end = None
+        out.append(ZipEntry(p, start, end, method, flags, crc, data[p + 30:p + 30 + nlen]))
+    return out
+
+
+def central_records(data: bytes, lo: int, hi: int, deadline: float | None = None) -> list[CentralRecord]:
+    out = []
+    for p in _find_all(data, _CENTRAL, lo, hi, deadline):
+        if p + 46 > hi:
+            continue
+        f = _CENTRAL_FMT.unpack_from(data, p)
+        crc, csize, nlen = f[7], f[8], f[10]
+        out.append(CentralRecord(p, crc, csize, data[p + 46:p + 46 + nlen]))
+    return out
+
+
+def _inflated_head(data: bytes, start: int, end: int, wbits: int) -> bytes:
+    try:
+        return zlib.decompressobj(wbits).decompress(data[start:min(end, start + _PEEK)], _PEEK)
+    except zlib.error:
+        return b""
+
+
+@dataclass(frozen=True)
+class Hidden:
+    """An image we can see exists but cannot rewrite in place."""
+
+    where: str
+    format: str | None
+    span: tuple[int, int]
+    why: str
+
+
+def hidden_images(data: bytes, lo: int, hi: int, deadline: float | None = None) -> list[Hidden]:
+    """Images inside compressed zip entries and FlateDecode PDF streams in ``data[lo:hi]``."""
+    out: list[Hidden] = []
+    if data.find(_LOCAL, lo, hi) >= 0:
+        centrals = {c.name: c for c in central_records(data, lo, hi, deadline)}
+        for e in zip_entries(data, lo, hi, deadline):
+            if e.method == 0 or e.flags & 1:  # stored (searched directly) or encrypted (unreadable)
+                continue
+            end = e.data_end
+            if end is None and e.name in centrals:
+                end = min(hi, e.data_start + centrals[e.name].csize)
+            end = hi if end is None else end
+            fmt = sniff(_inflated_head(data, e.data_start, end, -15)) if e.method == 8 else None
+            if fmt is not None or (e.method != 8 and _IMAGE_NAME.search(e.name)):
+                out.append(Hidden("compressed zip entry", fmt, (e.header, end),
+                                  "an image inside a compressed zip entry cannot be cleaned in place"))
+    if data.find(b"%PDF-", lo, hi) >= 0:
+        for m in _find_all(data, b"stream", lo, hi, deadline):
+            s = m + 6
+            if data[s:s + 2] == b"\r\n":
+                s += 2
+            elif data[s:s + 1] in (b"\n", b"\r"):
+                s += 1
+            else:
+                continue
+            head = data[max(lo, m - 512):m]
+            if b"/FlateDecode" not in head[head.rfind(b"<<"):] if b"<<" in head else True:
+                continue
+            fmt = sniff(_inflated_head(data, s, hi, 15))
+            if fmt is not None:
+                out.append(Hidden("FlateDecode PDF stream", fmt, (m, min(hi, s + _PEEK)),
+                                  "an image inside a compressed PDF stream cannot be cleaned in place"))
+    return out
+
+
+def fix_zip_crcs(data: bytearray, changed: list[tuple[int, int]], lo: int, hi: int,
+                 deadline: float | None = None) -> list[str]:
+    """Recompute the CRC-32 of every stored zip entry whose data holds a changed span.
+
+    `data` is the rewritten buffer (patched in place).  Returns reasons for spans that sit
+    in an entry whose extent is unknown (nothing can be recomputed safely: block).
+    """
+    if not changed or bytes(data[lo:hi]).find(_LOCAL) < 0:
+        return []
+    view = bytes(data)
+    entries = [e for e in zip_entries(view, lo, hi, deadline) if e.method == 0]
+    if not entries:
+        return []
+    centrals = central_records(view, lo, hi, deadline)
+    by_name: dict[bytes, list[CentralRecord]] = {}
+    for c in centrals:
+        by_name.setdefault(c.name, []).append(c)
+    entries = [_with_end(ent, by_name, hi) for ent in entries]
+    problems: list[str] = []
+    done: set[int] = set()
+    for s, e in changed:
+        owner = None
+        for ent in entries:
+            if ent.data_start <= s and (ent.data_end is None or e <= ent.data_end):
+                if owner is None or ent.data_start > owner.data_start:
+                    owner = ent
+        if owner is None or owner.header in done:
+            continue
+        if owner.data_end is None:
+            problems.append("an image was cleaned inside a zip entry whose size is not declared; "
+                            "its CRC-32 cannot be recomputed")
+            continue
+        done.add(owner.header)
+        crc = zlib.crc32(view[owner.data_start:owner.data_end]) & 0xFFFFFFFF
+        packed = struct.pack("<I", crc)
+        if not owner.flags & 8 or owner.crc != 0:
+            data[owner.header + 14:owner.header + 18] = packed
+        if owner.flags & 8:  # data descriptor after the data, with or without its signature
+            d = owner.data_end + (4 if view[owner.data_end:owner.data_end + 4] == _DESCRIPTOR else 0)
+            if d + 4 <= len(data):
+                data[d:d + 4] = packed
+        same = by_name.get(owner.name, [])
+        if len(same) > 1:  # several entries of that name: the one whose old CRC matches
+            old = owner.crc if not owner.flags & 8 else None
+            same = [c for c in same if old is None or c.crc == old][:1]
+        for c in same:
+            data[c.at + 16:c.at + 20] = packed
+    return problems
+
+
+def _with_end(ent: ZipEntry, by_name: dict[bytes, list[CentralRecord]], hi: int) -> ZipEntry:
+    """The entry with its data end taken from the central directory when the local header
+    does not declare it (data descriptor)."""
+    if ent.data_end is not None or len(by_name.get(ent.name, ())) != 1:
+        return ent
+    csize = by_name[ent.name][0].csize
+    if csize == 0xFFFFFFFF or ent.data_start + csize > hi:
+        return ent
+    return ZipEntry(ent.header, ent.data_start, ent.data_start + csize, ent.method, ent.flags,
+                    ent.crc, ent.name)
