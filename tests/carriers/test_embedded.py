@@ -1,0 +1,342 @@
+"""Images not at byte 0 of a body, inside wrappers we do not parse: cleaned in place or blocked.
+
+Regression tests for issue 11 ("Fail closed everywhere"): a raw body starting with two
+junk bytes or a CRLF before a JPEG, an image inside a protobuf bytes field or a gRPC-web
+frame, text followed by a PNG, a stored zip holding IMG_….jpg, a PDF whose DCTDecode
+stream is a phone photo all arrived at the service with GPS, serials and names.  Each
+must now be cleaned in place (the wrapper's own lengths and checksums stay valid) or
+produce an error finding, which the policy blocks.  Things that merely contain two magic
+bytes (a video, random data) must not be blocked.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import time
+import zipfile
+import zlib
+
+import piexif
+import pytest
+from PIL import Image, PngImagePlugin, TiffImagePlugin
+from support import canary, oracle
+
+from exifguard.carriers import CarrierOptions, embedded, rewrite_request
+from exifguard.carriers.scan import signature_in
+from exifguard.engine import ScrubOptions
+from exifguard.proxy import policy
+
+MARK = b"EMBEDDEDcanary77"
+OCTET = [("content-type", "application/octet-stream")]
+
+
+def jpeg(size: tuple[int, int] = (64, 48)) -> bytes:
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Artist: MARK, piexif.ImageIFD.Make: b"CanonMARK"},
+                        "Exif": {piexif.ExifIFD.BodySerialNumber: MARK},
+                        "GPS": {piexif.GPSIFD.GPSLatitudeRef: b"N",
+                                piexif.GPSIFD.GPSLatitude: ((51, 1), (30, 1), (0, 1))}})
+    buf = io.BytesIO()
+    Image.new("RGB", size, (180, 40, 40)).save(buf, "JPEG", exif=exif, quality=90)
+    return buf.getvalue()
+
+
+def png() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Author", MARK.decode())
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 14), (1, 2, 3)).save(buf, "PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def tiff() -> bytes:
+    ifd = TiffImagePlugin.ImageFileDirectory_v2()
+    ifd[315] = MARK.decode()  # Artist
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 12), (9, 9, 9)).save(buf, "TIFF", tiffinfo=ifd)
+    return buf.getvalue()
+
+
+def webp() -> bytes:
+    exif = piexif.dump({"0th": {piexif.ImageIFD.Artist: MARK}})
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (5, 6, 7)).save(buf, "WEBP", exif=exif, lossless=True)
+    return buf.getvalue()
+
+
+def gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF", comment=MARK)
+    return buf.getvalue()
+
+
+def rewrite(body: bytes, headers=OCTET, options: CarrierOptions = CarrierOptions()):
+    return rewrite_request("POST", "https://claude.ai/api/upload", headers, body, options)
+
+
+def forwarded(rw) -> bool:
+    """Would the proxy (strip mode, on_error=block) forward this request?"""
+    states = [policy.ImageState(ok=i.result is not None and not i.error, error=i.error) for i in rw.images]
+    d = policy.decide(policy.Mode.STRIP, policy.OnError.BLOCK, states, rw.blockers)
+    return d.outcome is not policy.Outcome.RESPOND
+
+
+def assert_cleaned_in_place(body: bytes, rw, n_images: int = 1) -> None:
+    assert not rw.blockers and all(i.error is None for i in rw.images), rw
+    assert len(rw.images) == n_images
+    assert len(rw.body) == len(body)
+    assert canary.find(rw.body, MARK) == []
+    assert forwarded(rw)
+
+
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+# ---- the reproductions --------------------------------------------------------------------
+
+@pytest.mark.parametrize("prefix", [b"\x00\x01", b"\r\n", b"junk", b"hello, here is my photo: "])
+@pytest.mark.parametrize("make", [jpeg, png, tiff, webp, gif], ids=["jpeg", "png", "tiff", "webp", "gif"])
+def test_image_after_a_prefix_is_cleaned_in_place(prefix, make):
+    img = make()
+    assert canary.find(img, MARK), "the test image must carry the canary"
+    body = prefix + img + b"\r\ntrailing text"
+    rw = rewrite(body)
+    assert_cleaned_in_place(body, rw)
+    assert rw.body[:len(prefix)] == prefix and rw.body.endswith(b"\r\ntrailing text")
+    cleaned = rw.body[len(prefix):len(prefix) + len(img)]
+    assert Image.open(io.BytesIO(cleaned)).tobytes() == Image.open(io.BytesIO(img)).tobytes()
+
+
+def test_image_in_a_protobuf_bytes_field_keeps_the_varint_valid():
+    img = jpeg()
+    body = b"\x0a\x05hello" + b"\x12" + varint(len(img)) + img + b"\x1a\x03end"
+    rw = rewrite(body, [("content-type", "application/x-protobuf")])
+    assert_cleaned_in_place(body, rw)
+    at = 1 + 1 + 5 + 1
+    n = 0
+    shift = 0
+    while True:  # the declared length still describes the (cleaned) image exactly
+        b = rw.body[at]
+        n |= (b & 0x7F) << shift
+        at += 1
+        shift += 7
+        if not b & 0x80:
+            break
+    assert n == len(img) and rw.body[at + n:] == b"\x1a\x03end"
+
+
+def test_image_in_a_grpc_web_frame():
+    img = png()
+    message = b"\x0a" + varint(len(img)) + img
+    body = b"\x00" + struct.pack(">I", len(message)) + message + b"\x80" + struct.pack(">I", 0)
+    rw = rewrite(body, [("content-type", "application/grpc-web+proto")])
+    assert_cleaned_in_place(body, rw)
+    assert struct.unpack(">I", rw.body[1:5])[0] == len(message)
+
+
+def test_stored_zip_entry_is_cleaned_and_its_crc_recomputed():
+    img = jpeg()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("notes.txt", "holiday")
+        z.writestr("IMG_20240512_142233.jpg", img)
+    body = buf.getvalue()
+    rw = rewrite(body, [("content-type", "application/zip")])
+    assert_cleaned_in_place(body, rw)
+    with zipfile.ZipFile(io.BytesIO(rw.body)) as z:
+        assert z.testzip() is None  # every CRC-32 matches its (cleaned) data
+        assert canary.find(z.read("IMG_20240512_142233.jpg"), MARK) == []
+
+
+def test_stored_zip_with_data_descriptors_crc_recomputed():
+    img = jpeg()
+    buf = io.BytesIO()
+
+    class Unseekable(io.RawIOBase):  # zipfile writes data descriptors to unseekable streams
+        def writable(self):
+            return True
+
+        def write(self, b):
+            return buf.write(b)
+
+    with zipfile.ZipFile(Unseekable(), "w", zipfile.ZIP_STORED) as z:
+        with z.open("IMG_1234.jpg", "w") as f:
+            f.write(img)
+    body = buf.getvalue()
+    assert struct.unpack_from("<H", body, 6)[0] & 8, "the zip must use a data descriptor"
+    rw = rewrite(body, [("content-type", "application/zip")])
+    assert_cleaned_in_place(body, rw)
+    with zipfile.ZipFile(io.BytesIO(rw.body)) as z:
+        assert z.testzip() is None
+
+
+def test_deflated_zip_entry_with_an_image_is_blocked():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("IMG_20240512_142233.jpg", jpeg())
+    rw = rewrite(buf.getvalue(), [("content-type", "application/zip")])
+    assert not forwarded(rw)
+    assert any("compressed zip entry" in (i.error or "") for i in rw.images)
+
+
+def test_deflated_zip_without_images_passes():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("notes.txt", "nothing to see " * 100)
+    body = buf.getvalue()
+    rw = rewrite(body, [("content-type", "application/zip")])
+    assert rw.images == () and rw.blockers == () and rw.body == body
+
+
+def pdf_with(stream: bytes, filters: str) -> bytes:
+    head = b"%PDF-1.4\n1 0 obj\n<< /Type /XObject /Subtype /Image /Width 64 /Height 48 " \
+           + f"/Filter {filters} /Length {len(stream)} >>\nstream\n".encode()
+    obj = head + stream + b"\nendstream\nendobj\n"
+    xref = f"xref\n0 2\n0000000000 65535 f \n{9:010d} 00000 n \n".encode()
+    return obj + xref + f"trailer\n<< /Size 2 >>\nstartxref\n{len(obj)}\n%%EOF\n".encode()
+
+
+def test_pdf_dctdecode_stream_is_cleaned_keeping_length_and_offsets():
+    img = jpeg()
+    body = pdf_with(img, "/DCTDecode")
+    rw = rewrite(body, [("content-type", "application/pdf")])
+    assert_cleaned_in_place(body, rw)
+    # /Length, the xref offsets and startxref are untouched and still true
+    assert rw.body.replace(rw.body[body.index(img):body.index(img) + len(img)], b"") == \
+        body.replace(img, b"")
+
+
+def test_pdf_flate_stream_holding_an_image_file_is_blocked():
+    body = pdf_with(zlib.compress(jpeg()), "/FlateDecode")
+    rw = rewrite(body, [("content-type", "application/pdf")])
+    assert not forwarded(rw)
+    assert any("PDF stream" in (i.error or "") for i in rw.images)
+
+
+def test_pdf_flate_stream_of_pixels_passes():
+    body = pdf_with(zlib.compress(bytes(range(256)) * 40), "/FlateDecode")
+    rw = rewrite(body, [("content-type", "application/pdf")])
+    assert rw.images == () and rw.blockers == ()
+
+
+def test_image_in_a_multipart_part_after_junk_is_cleaned():
+    img = jpeg()
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"blob\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + b"\x08\x01" + img + b"\r\n--B--\r\n")
+    rw = rewrite(body, [("content-type", "multipart/form-data; boundary=B")])
+    assert_cleaned_in_place(body, rw)
+
+
+def test_two_images_back_to_back_after_a_prefix():
+    a, b = jpeg(), png()
+    body = b"::" + a + b + b"::"
+    rw = rewrite(body)
+    assert_cleaned_in_place(body, rw, n_images=2)
+
+
+@pytest.mark.skipif(not oracle.exiftool_available(), reason="exiftool not installed")
+def test_exiftool_reads_no_privacy_tag_from_an_embedded_cleaned_image():
+    img = jpeg()
+    body = b"\x00\x01" + img
+    rw = rewrite(body)
+    tags = oracle.exiftool_bytes(rw.body[2:], ".jpg")
+    assert oracle.leaks("JPEG", tags) == []
+
+
+# ---- fail closed where the image cannot be delimited or rewritten -------------------------
+
+def test_truncated_embedded_jpeg_is_blocked():
+    img = jpeg()
+    cut = img[:len(img) * 2 // 3]  # no EOI
+    rw = rewrite(b"\x00\x01" + cut)
+    assert not forwarded(rw)
+    assert any("cannot be cleaned" in (i.error or "") for i in rw.images)
+
+
+def test_embedded_png_without_iend_is_blocked():
+    img = png()
+    rw = rewrite(b"xx" + img[:-12] + b"more bytes")
+    assert not forwarded(rw)
+
+
+def test_embedded_image_in_compact_mode_is_reported_not_rewritten():
+    img = jpeg()
+    body = b"xx" + img
+    rw = rewrite(body, options=CarrierOptions(scrub=ScrubOptions(preserve_length=False)))
+    assert not forwarded(rw) and rw.body == body
+
+
+def test_continuation_chunk_of_a_non_image_upload_holding_an_image_is_blocked():
+    opts = CarrierOptions()
+    url = "https://claude.ai/upload/resumable/abc"
+    first = b"PK\x03\x04" + b"\x00" * 200
+    total = len(first) + 5000
+    r1 = rewrite_request("PUT", url, [("content-range", f"bytes 0-{len(first) - 1}/{total}")], first, opts)
+    assert forwarded(r1) and r1.images == ()
+    chunk = b"\x00\x01" + jpeg()
+    r2 = rewrite_request("PUT", url, [("content-range", f"bytes {len(first)}-{len(first) + len(chunk) - 1}/"
+                                       f"{total}")], chunk, opts)
+    assert not forwarded(r2)
+
+
+def test_body_over_the_inspection_limit_with_a_tiff_is_blocked():
+    body = os.urandom(3000) + tiff() + os.urandom(3000)
+    rw = rewrite(body, options=CarrierOptions(max_body_bytes=4096))
+    assert not forwarded(rw)
+    assert "larger than 4096 bytes" in rw.images[0].error
+
+
+def test_body_over_the_limit_without_images_passes():
+    body = b"plain text, nothing else. " * 400
+    rw = rewrite(body, options=CarrierOptions(max_body_bytes=4096))
+    assert forwarded(rw) and rw.images == ()
+
+
+def test_passed_deadline_blocks_instead_of_forwarding():
+    body = b"\x00\x01" + jpeg()
+    rw = rewrite(body, options=CarrierOptions(deadline=time.monotonic() - 1))
+    assert not forwarded(rw)
+    assert "deadline" in " ".join(rw.blockers)
+
+
+# ---- plausibility: two magic bytes are not an image ---------------------------------------
+
+def test_random_bytes_with_magic_numbers_are_not_blocked():
+    rnd = bytearray(os.urandom(200_000))
+    # sprinkle every format's first bytes with garbage after them
+    for at, magic in ((1000, b"\xff\xd8\xff\xe0"), (5000, b"II*\x00"), (9000, b"MM\x00*"), (13000, b"BM"),
+                      (17000, b"RIFF\x10\x00\x00\x00WEBP"), (21000, b"\x89PNG\r\n\x1a\n"),
+                      (25000, b"GIF89a"), (29000, b"\x00\x00\x00\x18ftypisom")):
+        rnd[at:at + len(magic)] = magic
+    body = bytes(rnd)
+    rw = rewrite(body, [("content-type", "video/mp4")])
+    assert rw.body == body and not rw.blockers
+    assert [c for c in embedded.candidates(body) if c.format not in ("PNG", "GIF", "WEBP")] == []
+
+
+def test_mp4_ftyp_is_not_an_image():
+    body = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + b"\x00\x00\x00\x08free" + os.urandom(5000)
+    assert embedded.first_candidate(body) is None
+
+
+def test_candidates_delimit_each_format_exactly():
+    for make, fmt in ((jpeg, "JPEG"), (png, "PNG"), (tiff, "TIFF"), (webp, "WEBP"), (gif, "GIF")):
+        img = make()
+        body = b"\x01\x02\x03" + img + b"\x04\x05\x06"
+        c = embedded.first_candidate(body)
+        assert c is not None and (c.format, c.start, c.end) == (fmt, 3, 3 + len(img)), fmt
+
+
+def test_signature_search_is_windowed_and_finds_a_late_signature():
+    body = bytes(embedded.WINDOW * 2 + 100) + b"iVBORw0KGgoAAAANSUhEUg"
+    assert signature_in(body) == "base64 image signature"
+    body = bytes(embedded.WINDOW - 3) + b"\x89PNG\r\n\x1a\n"  # straddles a window border
+    assert signature_in(body) == "raw image signature"
+    assert signature_in(bytes(embedded.WINDOW * 2)) is None
