@@ -571,8 +571,17 @@ def scan_embedded(data: bytes, covered: list[tuple[int, int]], ctx: Context, *,
     edits: list[tuple[int, int, bytes]] = []
     changed: list[tuple[int, int]] = []
     for lo, hi in _gaps(len(data), covered):
+        archive = wrappers.stored_extents(data, lo, hi, deadline)
         for cand in embedded.candidates(data, lo, hi, deadline=deadline):
             carrier = f"{cand.format} inside the body at offset {cand.start}"
+            end = archive.get(cand.start)
+            if end is not None and cand.end is not None and end >= cand.end:
+                cand = embedded.Candidate(cand.start, cand.format, end)  # the whole stored file
+            elif cand.end is not None and (tail := wrappers.trailer_after(data, cand.end, hi)):
+                _error(ctx, carrier, cand.format, cand.end - cand.start,
+                       f"{tail}; inside this wrapper it cannot be told apart from the wrapper, so "
+                       "it cannot be cleaned", (cand.start, cand.end))
+                continue
             if cand.end is None:
                 _error(ctx, carrier, cand.format, hi - cand.start,
                        f"an image sits where no upload shape puts one and {cand.why}; it cannot be "

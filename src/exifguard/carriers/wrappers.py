@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..engine.detect import sniff
-from .embedded import WINDOW, check_deadline
+from .embedded import WINDOW, check_deadline, first_candidate
 
 _LOCAL = b"PK\x03\x04"
 _CENTRAL = b"PK\x01\x02"
@@ -204,3 +204,51 @@ def _with_end(ent: ZipEntry, by_name: dict[bytes, list[CentralRecord]], hi: int)
         return ent
     return ZipEntry(ent.header, ent.data_start, ent.data_start + csize, ent.method, ent.flags,
                     ent.crc, ent.name)
+
+
+#: What a phone or an editor appends after an image's end (Samsung's SEFH..SEFT block with
+#: capture times and the mobile country, Photoshop's AXS! tail with IPTC, a PNG's
+#: aCropalypse tail ending in a second IEND).  Searched right after an embedded image.
+_TRAILER_MARKS = (b"SEFH", b"SEFT", b"Image_UTC_Data", b"MCC_Data", b"AXS!", b"IEND\xaeB`\x82",
+                  b"MotionPhoto_Data")
+_TRAILER_REACH = 1 << 20
+#: Brands of a video appended after a photo (Google/Samsung motion photos).
+_VIDEO_FTYP = re.compile(rb"ftyp(?:mp4|isom|iso[2-9]|qt  |avc1|M4V )")
+
+
+def stored_extents(data: bytes, lo: int, hi: int, deadline: float | None = None) -> dict[int, int]:
+    """data start -> data end of every stored zip entry in ``data[lo:hi]`` whose size is known.
+
+    Why: a file in a stored entry is delimited by the archive, trailer included, so the
+    engine can clean the whole file (and zero its trailer) rather than stop at its EOI.
+    """
+    if data.find(_LOCAL, lo, hi) < 0:
+        return {}
+    by_name: dict[bytes, list[CentralRecord]] = {}
+    for c in central_records(data, lo, hi, deadline):
+        by_name.setdefault(c.name, []).append(c)
+    out = {}
+    for e in zip_entries(data, lo, hi, deadline):
+        e = _with_end(e, by_name, hi)
+        if e.method == 0 and e.data_end is not None and not e.flags & 1:
+            out[e.data_start] = e.data_end
+    return out
+
+
+def trailer_after(data: bytes, end: int, hi: int) -> str | None:
+    """Why the bytes right after an image that ends at `end` look like its trailer, or None.
+
+    The engine zero-fills everything after an image's end when the image is a whole file;
+    inside a wrapper we cannot tell where the image's own tail stops and the wrapper
+    resumes, so a tail that looks like a known metadata trailer must block.
+    """
+    if _VIDEO_FTYP.match(data, end + 4, min(hi, end + 16)):
+        return "a video (motion photo) follows the image"
+    stop = min(hi, end + _TRAILER_REACH)
+    following = first_candidate(data, end, stop)  # the next image is not this one's tail
+    if following is not None:
+        stop = following.start
+    for mark in _TRAILER_MARKS:
+        if data.find(mark, end, stop) >= 0:
+            return "a metadata trailer follows the image"
+    return None
