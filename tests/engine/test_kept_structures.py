@@ -203,3 +203,180 @@ def test_jpeg_known_appn_identifiers_are_named() -> None:
             jb.segment(0xE2, b"MPF\0" + CANARY), jb.segment(0xEB, b"HDR_RI ver=11" + CANARY)]
     res = scrub(jb.splice(jb.base_jpeg(), segs))
     assert [r.carrier for r in res.removed] == ["APP5 ssuniqueid", "APP12 Ducky", "APP2 MPF", "APP11 HDR_RI"]
+
+
+# -- PNG ----------------------------------------------------------------------------------------
+
+from exifguard.engine.verify import png as png_verify  # noqa: E402
+
+
+def png_chunk(ctype: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + ctype + body + struct.pack(">I", zlib.crc32(ctype + body))
+
+
+def png_parts(data: bytes) -> list[bytes]:
+    """The chunks of a PNG (whole, with length and CRC), in order."""
+    out, pos = [], 8
+    while pos < len(data):
+        n = struct.unpack_from(">I", data, pos)[0]
+        out.append(data[pos:pos + 12 + n])
+        pos += 12 + n
+    return out
+
+
+def png_types(data: bytes) -> list[bytes]:
+    return [c[4:8] for c in png_parts(data)]
+
+
+def base_png(mode: str = "RGB", size: tuple[int, int] = (12, 7)) -> bytes:
+    im = Image.new(mode, size)
+    if mode == "P":
+        im.putpalette(bytes(range(48)))
+        im.putdata([(x + y) % 16 for y in range(size[1]) for x in range(size[0])])
+    else:
+        im.putdata([((x * 20) % 256, (y * 30) % 256, 77) for y in range(size[1]) for x in range(size[0])])
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def png_insert(png: bytes, extra: list[bytes], *, before: bytes = b"IDAT", after_idat: list[bytes] = ()) -> bytes:
+    """Put `extra` before the first `before` chunk and `after_idat` right after the IDAT run."""
+    parts = png_parts(png)
+    at = next(i for i, c in enumerate(parts) if c[4:8] == before)
+    parts[at:at] = extra
+    end = max(i for i, c in enumerate(parts) if c[4:8] == b"IDAT") + 1
+    parts[end:end] = list(after_idat)
+    return png[:8] + b"".join(parts)
+
+
+def iccp(profile: bytes, keyword: bytes = b"ICC Profile", tail: bytes = b"") -> bytes:
+    return png_chunk(b"iCCP", keyword + b"\0\0" + zlib.compress(profile) + tail)
+
+
+XMP_TEXT = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description dc:creator="'
+            + CANARY + b'"/></rdf:RDF></x:xmpmeta>')
+
+
+def test_png_real_iccp_is_kept() -> None:
+    data = png_insert(base_png(), [iccp(ib.srgb())])
+    res = scrub(data)
+    assert res.data == data
+    assert ("colour profile", "PNG iCCP") in [(k.what, k.detail) for k in res.kept]
+    png_verify.verify(data, ScrubOptions())
+
+
+@pytest.mark.parametrize("chunk", [
+    pytest.param(lambda: iccp(XMP_TEXT), id="zlib-compressed-xmp"),
+    pytest.param(lambda: iccp(ib.text_posing_as_profile(CANARY)), id="plain-text"),
+    pytest.param(lambda: iccp(ib.profile_with_payload(CANARY)), id="stretched-profile"),
+    pytest.param(lambda: iccp(ib.srgb(), tail=zlib.compress(CANARY)), id="data-after-the-stream"),
+    pytest.param(lambda: png_chunk(b"iCCP", b"ICC\0\0" + zlib.compress(ib.srgb() + CANARY * 8)[:-9]),
+                 id="stream-cut-short"),
+])
+def test_png_iccp_that_is_not_a_profile_is_neutralised(chunk) -> None:
+    data = png_insert(base_png(), [chunk()])
+    res = assert_clean(data)
+    assert [r.carrier for r in res.removed] == ["ICC profile"]
+    assert b"iCCP" not in png_types(res.data)
+    with pytest.raises(ScrubError, match="iCCP"):
+        png_verify.verify(data, ScrubOptions())
+
+
+def test_png_iccp_bigger_than_the_inflate_limit_is_neutralised() -> None:
+    data = png_insert(base_png(), [iccp(ib.srgb())])
+    opts = ScrubOptions(max_inflate_bytes=200)
+    res = scrub(data, options=opts)
+    assert [r.carrier for r in res.removed] == ["ICC profile"]
+    with pytest.raises(ScrubError):
+        png_verify.verify(data, opts)
+
+
+def test_png_second_iccp_is_neutralised() -> None:
+    data = png_insert(base_png(), [iccp(ib.srgb()), iccp(XMP_TEXT)])
+    res = assert_clean(data)
+    assert png_types(res.data).count(b"iCCP") == 1
+    assert [r.carrier for r in res.removed] == ["ICC profile"]
+    with pytest.raises(ScrubError, match="more than one"):
+        png_verify.verify(data, ScrubOptions())
+
+
+def _fctl(seq: int, w: int = 12, h: int = 7) -> bytes:
+    return png_chunk(b"fcTL", struct.pack(">IIIIIHHBB", seq, w, h, 0, 0, 1, 10, 0, 0))
+
+
+def test_png_fdat_and_fctl_without_actl_are_neutralised() -> None:
+    fdat = png_chunk(b"fdAT", struct.pack(">I", 2) + zlib.compress(CANARY * 4))
+    data = png_insert(base_png(), [_fctl(0)], after_idat=[_fctl(1), fdat])
+    res = assert_clean(data)
+    assert not {b"fcTL", b"fdAT"} & set(png_types(res.data))
+    assert {r.carrier for r in res.removed} == {"PNG fcTL", "PNG fdAT"}
+    with pytest.raises(ScrubError, match="declares no animation"):
+        png_verify.verify(data, ScrubOptions())
+
+
+def test_png_actl_after_the_image_data_does_not_make_it_animated() -> None:
+    actl = png_chunk(b"acTL", struct.pack(">II", 2, 0))
+    fdat = png_chunk(b"fdAT", struct.pack(">I", 2) + zlib.compress(CANARY * 4))
+    data = png_insert(base_png(), [], after_idat=[actl, _fctl(1), fdat])
+    res = assert_clean(data, reference=base_png())  # Pillow rejects the input's frame sequence
+    assert not {b"acTL", b"fcTL", b"fdAT"} & set(png_types(res.data))
+    with pytest.raises(ScrubError):
+        png_verify.verify(data, ScrubOptions())
+
+
+def test_real_apng_is_kept_animated() -> None:
+    frames = [Image.new("RGB", (6, 4), (40 * k, 90, 200 - 50 * k)) for k in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:], duration=50)
+    data = buf.getvalue()
+    res = scrub(data)
+    assert res.data == data
+    png_verify.verify(data, ScrubOptions())
+
+
+def test_png_stray_idat_after_a_complete_stream_is_neutralised_pixels_identical() -> None:
+    stray = png_chunk(b"IDAT", zlib.compress(CANARY * 30))
+    gap = png_chunk(b"skIp", bytes(8))  # even our own padding ends the IDAT run
+    data = png_insert(base_png(), [], after_idat=[gap, stray])
+    res = assert_clean(data)
+    assert png_types(res.data).count(b"IDAT") == 1
+    assert "PNG IDAT" in [r.carrier for r in res.removed]
+    with pytest.raises(ScrubError, match="not contiguous"):
+        png_verify.verify(data, ScrubOptions())
+
+
+def test_png_image_data_split_by_another_chunk_is_refused() -> None:
+    png = base_png("RGB", (64, 40))
+    parts = png_parts(png)
+    i = next(k for k, c in enumerate(parts) if c[4:8] == b"IDAT")
+    body = parts[i][8:-4]
+    half = len(body) // 2
+    parts[i:i + 1] = [png_chunk(b"IDAT", body[:half]), png_chunk(b"tEXt", b"Comment\0" + CANARY),
+                      png_chunk(b"IDAT", body[half:])]
+    data = png[:8] + b"".join(parts)
+    with pytest.raises(ScrubError, match="split"):
+        scrub(data)
+    with pytest.raises(ScrubError):
+        png_verify.verify(data, ScrubOptions())
+
+
+@pytest.mark.parametrize("ctype", [b"PLTE", b"tRNS"])
+def test_png_duplicate_palette_or_transparency_is_refused(ctype: bytes) -> None:
+    png = base_png("P")
+    if ctype == b"tRNS":
+        png = png_insert(png, [png_chunk(b"tRNS", b"\0\x80")])
+    dup = png_chunk(ctype, (CANARY * 3)[:48] if ctype == b"PLTE" else CANARY)
+    data = png_insert(png, [dup])
+    with pytest.raises(ScrubError, match="more than one"):
+        scrub(data)
+    with pytest.raises(ScrubError, match="more than one"):
+        png_verify.verify(data, ScrubOptions())
+
+
+def test_png_trns_after_the_image_data_is_neutralised() -> None:
+    data = png_insert(base_png("P"), [], after_idat=[png_chunk(b"tRNS", CANARY)])
+    res = assert_clean(data)
+    assert b"tRNS" not in png_types(res.data)
+    with pytest.raises(ScrubError, match="after the image data"):
+        png_verify.verify(data, ScrubOptions())

@@ -24,6 +24,8 @@ from exifguard.engine.formats import png as png_walker
 from exifguard.engine.report import Findings, ScrubOptions
 from exifguard.engine.verify import png as png_verify
 
+from . import icc_builders as ib
+
 SIG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -415,7 +417,7 @@ def test_only_one_exif_in_output():
 
 def test_icc_kept_or_neutralised_by_policy():
     m = marker("icc")
-    profile = b"\0" * 128  # content is irrelevant to the walker
+    profile = ib.srgb()  # a real profile: anything else is not kept (test_kept_structures)
     iccp = chunk(b"iCCP", m + b"\0\0" + zlib.compress(profile))
     inp = splice(base_png(), iccp, "before_idat")
     kept = scrub(inp).data

@@ -29,6 +29,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from .. import icc
 from ..errors import ScrubError
 from ..exif import MINIMAL_TIFF_LEN, find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
@@ -290,6 +291,11 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     if ihdr.length != 13 or not ihdr.crc_ok:
         raise ScrubError("PNG IHDR chunk is corrupt")
 
+    # Where kept chunks stand and how often they occur decides whether they are what
+    # they claim (e.g. an fdAT in a file that is not animated is no frame data).
+    misplaced = _placement(data, chunks)
+    notes: dict[int, str] = {}
+
     # Pass 1: classify.  action: "keep", "pad" (already our padding), "drop" (neutralise).
     actions: list[str] = []
     exif_orientation: int | None = None   # Orientation tag of the (first) eXIf, if it has one
@@ -319,6 +325,13 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 raise ScrubError("PNG palette (PLTE) has an invalid size (corrupt file)")
             if c.ctype == b"IEND" and not all_zero(payload):
                 actions.append("iend")
+                continue
+            why = misplaced.get(idx)
+            if why is None and c.ctype == b"iCCP" and not _icc_chunk_ok(payload, options):
+                why = "<not an ICC profile>"
+            if why is not None:
+                notes[idx] = why
+                actions.append("drop")
                 continue
             actions.append("keep")
             continue
@@ -391,14 +404,14 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                         out.replace(c.end - 4, c.end, _crc(b"eXIf", payload))
                     continue
             else:
-                _report(c, payload, options, findings, budget, texts.get(idx))
+                _report(c, payload, options, findings, budget, texts.get(idx), notes.get(idx))
                 findings.keep("orientation", f"minimal eXIf, value {orientation}")
             tiff = minimal_tiff(orientation)
             body = tiff + bytes(c.length - len(tiff)) if options.preserve_length else tiff
             chunk = struct.pack(">I", len(body)) + b"eXIf" + body + _crc(b"eXIf", body)
             _put(out, c, chunk, options)
             continue
-        _report(c, payload, options, findings, budget, texts.get(idx))
+        _report(c, payload, options, findings, budget, texts.get(idx), notes.get(idx))
         if options.preserve_length:
             _put(out, c, struct.pack(">I", c.length) + PAD_TYPE + bytes(c.length)
                  + _crc(PAD_TYPE, bytes(c.length)), options)
@@ -442,6 +455,94 @@ def _put(out: _Out, c: _Chunk, chunk: bytes, options: ScrubOptions) -> None:
         out.pieces.append(chunk)
 
 
+_IMAGE_DATA_STEP = 1 << 20
+
+
+def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
+    """Kept-type chunks that stand where no decoder uses them: index -> why.
+
+    Refused outright (a decoder fails, or decoders disagree on what they show): a
+    second PLTE or tRNS, PLTE after the image data, and image data split by another
+    chunk unless its zlib stream was already complete before the gap.  Neutralised
+    (decoders ignore them, so the picture does not change): a second iCCP or acTL,
+    tRNS/iCCP/acTL after the image data, fcTL/fdAT without an acTL before the image
+    data (the file is not animated), and IDAT after a complete image data stream.
+    """
+    first = next(i for i, c in enumerate(chunks) if c.ctype == b"IDAT")
+    run_end = first
+    while run_end < len(chunks) and chunks[run_end].ctype == b"IDAT":
+        run_end += 1
+    animated = any(c.ctype == b"acTL" for c in chunks[:first])
+    out: dict[int, str] = {}
+    seen: set[bytes] = set()
+    stray: list[int] = []
+    for idx, c in enumerate(chunks):
+        t = c.ctype
+        if t == b"IDAT" and idx >= run_end:
+            stray.append(idx)
+        elif t in (b"PLTE", b"tRNS") and t in seen:
+            raise ScrubError(f"PNG has more than one {t.decode()} chunk; decoders disagree on which applies")
+        elif t == b"PLTE" and idx > first:
+            raise ScrubError("PNG palette (PLTE) comes after the image data (corrupt file)")
+        elif t in (b"tRNS", b"iCCP", b"acTL") and idx > first:
+            out[idx] = "<after image data>"
+        elif t in (b"iCCP", b"acTL") and t in seen:
+            out[idx] = "<second copy>"
+        elif t in (b"fcTL", b"fdAT") and not animated:
+            out[idx] = "<not animated>"
+        seen.add(t)
+    if stray:
+        if not _stream_complete(data, chunks[first:run_end]):
+            raise ScrubError("PNG image data (IDAT) is split by other chunks; cannot tell which "
+                             "bytes are part of the picture")
+        for idx in stray:
+            out[idx] = "<after image data>"
+    return out
+
+
+def _stream_complete(data: bytes, run: list[_Chunk]) -> bool:
+    """Does the zlib stream in this IDAT run end exactly at the run's end?
+
+    Inflated in bounded steps and thrown away (nothing is re-encoded; this only tells
+    whether a later IDAT can matter to a decoder).  Only called for files whose image
+    data is split, so ordinary files never pay for it.
+    """
+    d = zlib.decompressobj()
+    mv = memoryview(data)
+    for c in run:
+        chunk = mv[c.data_start:c.data_start + c.length]
+        if d.eof:
+            if c.length:
+                return False
+            continue
+        try:
+            d.decompress(chunk, _IMAGE_DATA_STEP)
+            while d.unconsumed_tail and not d.eof:
+                d.decompress(d.unconsumed_tail, _IMAGE_DATA_STEP)
+        except zlib.error:
+            return False
+        if d.eof and (d.unused_data or d.unconsumed_tail):
+            return False
+    return d.eof
+
+
+def _icc_chunk_ok(payload: memoryview | bytes, options: ScrubOptions) -> bool:
+    """An iCCP chunk: keyword, NUL, method 0, then one zlib stream that inflates (within
+    `max_inflate_bytes`) to exactly one well-formed ICC profile and ends with the chunk."""
+    raw = bytes(payload)
+    kw, i = _keyword(raw)
+    if kw is None or i >= len(raw) or raw[i] != 0:
+        return False
+    d = zlib.decompressobj()
+    try:
+        profile = d.decompress(raw[i + 1:], options.max_inflate_bytes)
+    except zlib.error:
+        return False
+    if not d.eof or d.unused_data or d.unconsumed_tail:
+        return False
+    return icc.problem(profile) is None
+
+
 def _pick_host(chunks: list[_Chunk], actions: list[str], source: int | None,
                exif_index: int | None) -> int | None:
     """Which neutralised chunk becomes the minimal eXIf: the one that carried the
@@ -471,7 +572,7 @@ def _note_kept(ctype: bytes, findings: Findings) -> None:
 
 
 def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings, budget: _Budget,
-            info: _TextInfo | None = None) -> None:
+            info: _TextInfo | None = None, note: str | None = None) -> None:
     """Record one neutralised chunk with the names (never values, unless asked) it held."""
     ctype = c.ctype
     length = c.end - c.offset
@@ -501,7 +602,7 @@ def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings
     elif ctype == b"iCCP":
         carrier = "ICC profile"
         kw, _ = _keyword(payload)
-        tags = ["ICC_Profile"]
+        tags = ["ICC_Profile"] + ([note] if note else [])
         if kw and options.collect_values:
             values = [("ProfileName", _safe_name(kw))]
     elif ctype == b"caBX":
@@ -509,6 +610,8 @@ def _report(c: _Chunk, payload: bytes, options: ScrubOptions, findings: Findings
         tags = ["C2PA"]
     else:
         carrier = f"PNG {_safe_name(ctype)}"
-        if not c.crc_ok or ctype in RENDER_CHUNKS:
+        if note:
+            tags = [note]
+        elif not c.crc_ok or ctype in RENDER_CHUNKS:
             tags = ["<corrupt chunk>"]
     findings.remove(carrier, c.offset, length, tags, values=values)

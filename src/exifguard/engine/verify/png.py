@@ -2,8 +2,10 @@
 
 It re-reads the output from scratch and accepts only: the signature; IHDR first and
 IEND last; chunks whose type is on the rendering allowlist (iCCP only when ICC is
-kept), with a valid CRC and a plausible size; `skIp` padding whose payload is all
-zeros; at most one `eXIf` that is a minimal TIFF holding nothing but Orientation
+kept, and then only as one zlib stream holding one well-formed ICC profile), with a
+valid CRC and a plausible size, at most one PLTE, tRNS, iCCP and acTL and all of them
+before the image data, one unbroken run of IDAT, fcTL/fdAT only after an acTL;
+`skIp` padding whose payload is all zeros; at most one `eXIf` that is a minimal TIFF holding nothing but Orientation
 (the rest zero); and nothing but zero bytes after IEND.  Any doubt raises ScrubError.
 """
 
@@ -14,6 +16,7 @@ import zlib
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from .._bytes import all_zero
+from . import _icc
 
 _SIG = bytes((0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A))
 _PADDING = b"skIp"
@@ -75,6 +78,52 @@ def _check_exif(payload: bytes) -> None:
         raise ScrubError("eXIf chunk has data after its minimal TIFF")
 
 
+class _Order:
+    """Where the kept chunks stand: one PLTE/tRNS/iCCP/acTL, all before the image data;
+    IDAT in one unbroken run; fcTL/fdAT only in a file an acTL declared animated."""
+
+    def __init__(self) -> None:
+        self.counts: dict[bytes, int] = {}
+        self.data_state = 0  # 0: no IDAT yet, 1: in the IDAT run, 2: after it
+        self.animated = False
+
+    def see(self, ctype: bytes) -> None:
+        if ctype == b"IDAT":
+            if self.data_state == 2:
+                raise ScrubError("IDAT chunks are not contiguous")
+            self.data_state = 1
+        elif self.data_state == 1:
+            self.data_state = 2
+
+    def check(self, ctype: bytes) -> None:
+        if ctype in (b"PLTE", b"tRNS", b"iCCP", b"acTL"):
+            self.counts[ctype] = self.counts.get(ctype, 0) + 1
+            if self.counts[ctype] > 1:
+                raise ScrubError(f"more than one {ctype!r} chunk")
+            if self.data_state:
+                raise ScrubError(f"{ctype!r} chunk after the image data")
+            if ctype == b"acTL":
+                self.animated = True
+        elif ctype in (b"fcTL", b"fdAT") and not self.animated:
+            raise ScrubError(f"{ctype!r} chunk in a PNG that declares no animation")
+
+
+def _check_iccp(payload: bytes, options: ScrubOptions) -> None:
+    """Keyword (1-79 bytes), NUL, method 0, and a zlib stream ending with the chunk that
+    inflates, within the inflate limit, to one well-formed ICC profile."""
+    nul = payload.find(b"\0")
+    if not 1 <= nul <= 79 or nul + 1 >= len(payload) or payload[nul + 1] != 0:
+        raise ScrubError("iCCP chunk header is malformed")
+    z = zlib.decompressobj()
+    try:
+        blob = z.decompress(payload[nul + 2:], options.max_inflate_bytes)
+    except zlib.error as exc:
+        raise ScrubError("iCCP profile does not inflate") from exc
+    if not z.eof or z.unused_data or z.unconsumed_tail:
+        raise ScrubError("iCCP profile stream is cut short, too large or followed by data")
+    _icc.check(blob, "iCCP")
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     if clean[:8] != _SIG:
         raise ScrubError("output lacks the PNG signature")
@@ -85,6 +134,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     pos = 8
     count = 0
     exif_seen = False
+    order = _Order()
     while True:
         if count >= options.max_structures:
             raise ScrubError("too many chunks")
@@ -102,10 +152,14 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             raise ScrubError("the first chunk is not IHDR")
         count += 1
         pos += 12 + length
+        order.see(ctype)
         if ctype in allowed:
             rule = _SIZE_RULES.get(ctype)
             if rule is not None and not rule(length):
                 raise ScrubError(f"chunk {ctype!r} has an unexpected size {length}")
+            order.check(ctype)
+            if ctype == b"iCCP":
+                _check_iccp(payload, options)
             if ctype == b"IEND":
                 if not all_zero(payload):
                     raise ScrubError("IEND chunk carries data")
