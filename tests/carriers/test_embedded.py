@@ -407,3 +407,74 @@ def test_every_corpus_image_embedded_is_cleaned_like_a_file_or_blocked(corpus_im
             ext = "." + f.name.rsplit(".", 1)[-1]
             assert oracle.leaks(f.format, oracle.exiftool_bytes(out, ext)) == [], f.name
     assert same >= len(corpus_images) * 0.9, (same, other, blocked)
+
+
+# ---- wrappers inside base64: a PDF or zip as a JSON string, data URL or form field --------
+
+def _b64(data: bytes) -> str:
+    import base64
+    return base64.b64encode(data).decode()
+
+
+def test_base64_pdf_in_json_has_its_photo_cleaned_in_place():
+    import json
+    pdf = pdf_with(jpeg(), "/DCTDecode")
+    body = json.dumps({"model": "claude", "messages": [{"role": "user", "content": [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": _b64(pdf)}}]}]}).encode()
+    rw = rewrite(body, [("content-type", "application/json")])
+    assert_cleaned_in_place(body, rw)
+    import base64
+    out = base64.b64decode(json.loads(rw.body)["messages"][0]["content"][0]["source"]["data"])
+    assert len(out) == len(pdf) and canary.find(out, MARK) == []
+    assert "JSON base64" in rw.images[0].carrier
+
+
+def test_base64_zip_data_url_with_json_escaped_slashes():
+    import json
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("IMG_0001.jpg", jpeg())
+    doc = {"file": "data:application/zip;base64," + _b64(buf.getvalue())}
+    body = json.dumps(doc).replace("/", "\\/").encode()  # PHP-style escaping
+    rw = rewrite(body, [("content-type", "application/json")])
+    # every '/' stays escaped as it was written, so the JSON text may change length (the
+    # base64 of the cleaned archive holds a different number of '/'); the archive does not
+    assert not rw.blockers and [i.error for i in rw.images] == [None]
+    assert canary.find(rw.body, MARK) == [] and forwarded(rw)
+    import base64
+    out = base64.b64decode(json.loads(rw.body)["file"].split(",", 1)[1])
+    assert len(out) == len(buf.getvalue())
+    with zipfile.ZipFile(io.BytesIO(out)) as z:
+        assert z.testzip() is None
+
+
+def test_base64_pdf_in_a_form_field():
+    from urllib.parse import quote
+    pdf = pdf_with(jpeg(), "/DCTDecode")
+    body = b"name=doc.pdf&file=" + quote(_b64(pdf), safe="").encode()
+    rw = rewrite(body, [("content-type", "application/x-www-form-urlencoded")])
+    # '+' and '/' are percent-encoded as written, so the form text may change length
+    assert not rw.blockers and [i.error for i in rw.images] == [None]
+    assert canary.find(rw.body, MARK) == [] and forwarded(rw)
+    import base64
+    from urllib.parse import unquote
+    out = base64.b64decode(unquote(rw.body.split(b"&file=")[1].decode()))
+    assert len(out) == len(pdf) and canary.find(out, MARK) == []
+
+
+def test_base64_deflated_zip_with_a_photo_is_blocked():
+    import json
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("IMG_0001.jpg", jpeg())
+    body = json.dumps({"file": _b64(buf.getvalue())}).encode()
+    rw = rewrite(body, [("content-type", "application/json")])
+    assert not forwarded(rw)
+
+
+def test_long_base64_without_images_passes_untouched():
+    import json
+    body = json.dumps({"blob": _b64(os.urandom(30_000)), "text": "x" * 5000}).encode()
+    rw = rewrite(body, [("content-type", "application/json")])
+    assert rw.body == body and rw.images == () and rw.blockers == ()

@@ -106,7 +106,44 @@ def quick_check(text: bytes) -> bool:
     return _looks_like_image_head(raw)
 
 
-def decode(text: bytes, lo: int = 0, hi: int | None = None) -> Base64Image | None:
+#: Shortest base64 text worth decoding as a possible wrapper (PDF, zip, protobuf) of images.
+BLOB_MIN_CHARS = 256
+_BLOB_HEAD_OK = _STD_CHARS + b"-_="
+
+
+def blob_check(text: bytes) -> bool:
+    """Cheap test: could this text be base64 of a *wrapper* that may hold images?
+
+    Why: a base64 PDF (Claude's document blocks, OpenAI's ``file_data``) or zip carries
+    photos as DCTDecode streams or stored entries; `quick_check` only recognises text
+    whose decoded head is an image.  Text whose first 256 payload characters are all of
+    one base64 alphabet is worth a full decode and an embedded-image search when it is
+    long enough (`BLOB_MIN_CHARS`: the caller checks, it may hold only the head).
+    """
+    start, _ = payload_start(text)
+    if start < 0:
+        return False
+    head = text[start:start + 256]
+    return len(head) == 256 and not head.translate(None, _BLOB_HEAD_OK)
+
+
+def decode_blob(text: bytes, lo: int = 0, hi: int | None = None) -> Base64Image | None:
+    """`decode` for a text `blob_check` accepted: any content (``format`` is ""), or None.
+
+    None (never an exception) when the text is not canonical base64 after all: such
+    text is left to the residual searches, as before.
+    """
+    n = len(text) if hi is None else hi
+    if n - lo < BLOB_MIN_CHARS or not blob_check(text[lo:min(n, lo + _HEAD_WINDOW)]):
+        return None
+    try:
+        return decode(text, lo, hi, any_content=True)
+    except NotReproducible:
+        return None
+
+
+def decode(text: bytes, lo: int = 0, hi: int | None = None, *,
+           any_content: bool = False) -> Base64Image | None:
     """Decode a base64 / data URL image: `text`, or only ``text[lo:hi]`` (read in place).
 
     Returns None when the text is not a base64 image at all.  Raises NotReproducible when
@@ -123,12 +160,14 @@ def decode(text: bytes, lo: int = 0, hi: int | None = None) -> Base64Image | Non
     """
     n = len(text) if hi is None else hi
     head = text[lo:min(n, lo + _HEAD_WINDOW)]  # all quick_check and payload_start read
-    if not quick_check(head):
+    if not any_content and not quick_check(head):
         return None
     prefix_len, is_data_url = payload_start(head)
+    if prefix_len < 0:
+        return None
     start = lo + prefix_len
     if any(text.find(c, start, n) >= 0 for c in _LAYOUT_CHARS):
-        return _decode_laid_out(text[lo:n], prefix_len, is_data_url)
+        return _decode_laid_out(text[lo:n], prefix_len, is_data_url, any_content)
     end = n
     while end > start and n - end < 3 and text[end - 1] == 0x3D:  # "="
         end -= 1
@@ -160,7 +199,7 @@ def decode(text: bytes, lo: int = 0, hi: int | None = None) -> Base64Image | Non
         if isinstance(src, memoryview):
             src.release()
         del src
-    fmt = sniff(data)
+    fmt = "" if any_content else sniff(data)
     if fmt is None:
         raise NotReproducible("base64 text starts like an image but its decoded bytes are not one")
     img = Base64Image(prefix_len=prefix_len, data=data, format=fmt, urlsafe=urlsafe, padded=pad > 0,
@@ -194,7 +233,7 @@ def _check_alphabet(stripped: bytes, urlsafe: bool) -> None:
         raise NotReproducible("base64 image text holds characters outside one base64 alphabet")
 
 
-def _decode_laid_out(text: bytes, start: int, is_data_url: bool) -> Base64Image:
+def _decode_laid_out(text: bytes, start: int, is_data_url: bool, any_content: bool = False) -> Base64Image:
     """`decode` for text with whitespace (line-wrapped base64): rare, so kept simple."""
     payload = text[start:]
     layout = [(m.start(), m.group()) for m in _LAYOUT_RE.finditer(payload)]
@@ -215,7 +254,7 @@ def _decode_laid_out(text: bytes, start: int, is_data_url: bool) -> Base64Image:
         data = binascii.a2b_base64(std, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise NotReproducible("base64 image text does not decode") from exc
-    fmt = sniff(data)
+    fmt = "" if any_content else sniff(data)
     if fmt is None:
         raise NotReproducible("base64 text starts like an image but its decoded bytes are not one")
     img = Base64Image(prefix_len=start, data=data, format=fmt, urlsafe=urlsafe, padded=pad > 0,

@@ -11,6 +11,7 @@ blocks), otherwise it passes untouched.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -309,8 +310,12 @@ def _clean_pieces(text: bytes, img: base64text.Base64Image, carrier: str, span: 
                   filename: str | None, ctx: Context, lo: int = 0,
                   hi: int | None = None) -> list[tuple[int, int, bytes]] | None:
     """Clean the image decoded from ``text[lo:hi]``; the changed stretches of its re-encoded
-    text (relative to `lo`), or None if unchanged."""
-    new = clean_image(img.data, carrier, span, filename, ctx)
+    text (relative to `lo`), or None if unchanged.  A decoded *wrapper* (``format`` "":
+    a base64 PDF, zip, protobuf) has the images inside it cleaned in place instead."""
+    if img.format == "":
+        new = clean_blob(img.data, carrier, span, ctx)
+    else:
+        new = clean_image(img.data, carrier, span, filename, ctx)
     if new is None:
         return None
     return base64text.reencode_pieces(img, new, text, lo, hi)
@@ -320,6 +325,19 @@ def _clean_text(text: bytes, img: base64text.Base64Image, carrier: str, span: tu
                 filename: str | None, ctx: Context) -> bytes | None:
     pieces = _clean_pieces(text, img, carrier, span, filename, ctx)
     return None if pieces is None else base64text.splice(text, pieces)
+
+
+def clean_blob(blob: bytes, carrier: str, span: tuple[int, int], ctx: Context) -> bytes | None:
+    """Clean the images embedded in a decoded base64 wrapper; the new bytes or None.
+
+    Findings name the wrapper's carrier and take its span (the text it was decoded from),
+    since offsets inside the decoded bytes mean nothing in the body.
+    """
+    mark = len(ctx.findings)
+    new = scan_embedded(blob, [], ctx)
+    ctx.findings[mark:] = [dataclasses.replace(f, carrier=f"{carrier} > {f.carrier}", span=span)
+                           for f in ctx.findings[mark:]]
+    return new
 
 
 def _b64_label(img_or_text: bytes) -> str:
@@ -354,6 +372,11 @@ def scan(data: bytes, content_type: str | None, where: str, base: int, depth: in
             return None
         if img is not None:
             return _clean_text(data, img, label, span, filename, ctx)
+    elif len(data) >= base64text.BLOB_MIN_CHARS and base64text.blob_check(data[:1024]):
+        blob = base64text.decode_blob(data)
+        if blob is not None:
+            label = f"{where} ({_b64_label(data)} text)" if where else f"{_b64_label(data)} body"
+            return _clean_text(data, blob, label, span, filename, ctx)
     if form.looks_like_form(data):
         return scan_form(data, where, base, ctx)
     return None
@@ -391,8 +414,13 @@ def scan_json(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
                            (base, base + len(data)))
                 break
             head = _head_text(data[s.start:min(s.end, s.start + 700)])
+            blob = False
             if not base64text.quick_check(head):
-                continue
+                # not an image: perhaps base64 of a wrapper (PDF, zip) holding images
+                blob = s.end - s.start >= base64text.BLOB_MIN_CHARS and base64text.blob_check(head)
+                if not blob:
+                    continue
+            decode = base64text.decode_blob if blob else base64text.decode
             kind = _b64_label(head)
             carrier = _join(where, f"JSON {kind} at {s.label}")
             span = (base + s.start, base + s.end)
@@ -405,16 +433,17 @@ def scan_json(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
             reprs: dict[int, bytes] = {}
             try:
                 if in_place:
-                    img = base64text.decode(data, s.start, s.end)
+                    img = decode(data, s.start, s.end)
                 else:
                     raw = data[s.start:s.end]
                     text, reprs = jsonbody.unescape(raw)
                     if jsonbody.escape(text, reprs) != raw:
                         raise jsonbody.EscapeConflict("escaping not reproducible")
-                    img = base64text.decode(text)
+                    img = decode(text)
             except (jsonbody.EscapeConflict, base64text.NotReproducible) as exc:
-                _error(ctx, carrier, None, s.end - s.start, f"cannot rewrite this JSON string exactly: {exc}",
-                       span)
+                if not blob:  # a wrapper we cannot re-escape is left to the residual search
+                    _error(ctx, carrier, None, s.end - s.start,
+                           f"cannot rewrite this JSON string exactly: {exc}", span)
                 continue
             if img is None:
                 continue
@@ -453,17 +482,21 @@ def scan_form(data: bytes, where: str, base: int, ctx: Context) -> bytes | None:
                        (base, base + len(data)))
             break
         head = unquote_to_bytes(raw[:700])  # lenient: only to decide whether to look closer
+        blob = False
         if not base64text.quick_check(head):
-            continue
+            blob = len(raw) >= base64text.BLOB_MIN_CHARS and base64text.blob_check(head)
+            if not blob:
+                continue
         carrier = _join(where, f"form field {f.name!r} ({_b64_label(head)})")
         span = (base + f.start, base + f.end)
         try:
             text, reprs = form.unescape(raw)
             if form.escape(text, reprs) != raw:
                 raise form.EncodingConflict("percent-encoding not reproducible")
-            img = base64text.decode(text)
+            img = base64text.decode_blob(text) if blob else base64text.decode(text)
         except (form.EncodingConflict, base64text.NotReproducible) as exc:
-            _error(ctx, carrier, None, len(raw), f"cannot rewrite this form field exactly: {exc}", span)
+            if not blob:  # a wrapper we cannot re-encode is left to the residual search
+                _error(ctx, carrier, None, len(raw), f"cannot rewrite this form field exactly: {exc}", span)
             continue
         if img is None:
             continue
