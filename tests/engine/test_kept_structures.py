@@ -380,3 +380,131 @@ def test_png_trns_after_the_image_data_is_neutralised() -> None:
     assert b"tRNS" not in png_types(res.data)
     with pytest.raises(ScrubError, match="after the image data"):
         png_verify.verify(data, ScrubOptions())
+
+
+# -- WebP ---------------------------------------------------------------------------------------
+
+from exifguard.engine.verify import webp as webp_verify  # noqa: E402
+
+
+def riff_chunk(fourcc: bytes, body: bytes) -> bytes:
+    return fourcc + struct.pack("<I", len(body)) + body + b"\0" * (len(body) & 1)
+
+
+def webp_parts(data: bytes) -> list[bytes]:
+    out, pos, end = [], 12, 8 + struct.unpack_from("<I", data, 4)[0]
+    while pos < end:
+        n = struct.unpack_from("<I", data, pos + 4)[0]
+        out.append(data[pos:pos + 8 + n + (n & 1)])
+        pos += 8 + n + (n & 1)
+    return out
+
+
+def webp_join(parts: list[bytes]) -> bytes:
+    body = b"WEBP" + b"".join(parts)
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def webp_types(data: bytes) -> list[bytes]:
+    return [c[:4] for c in webp_parts(data)]
+
+
+def webp_image(mode: str = "RGBA", *, lossless: bool = False, **kw) -> bytes:
+    im = Image.new(mode, (10, 6))
+    px = [((x * 25) % 256, (y * 40) % 256, 90, 255 - 20 * x)[:len(mode)] for y in range(6) for x in range(10)]
+    im.putdata(px)
+    buf = io.BytesIO()
+    im.save(buf, "WEBP", lossless=lossless, quality=80, **kw)
+    return buf.getvalue()
+
+
+def test_webp_lossy_with_alpha_is_kept_as_is() -> None:
+    data = webp_image()
+    assert webp_types(data) == [b"VP8X", b"ALPH", b"VP8 "]
+    assert scrub(data).data == data
+    webp_verify.verify(data, ScrubOptions())
+
+
+def test_webp_extra_alph_before_the_image_is_refused() -> None:
+    parts = webp_parts(webp_image())
+    data = webp_join(parts[:2] + [riff_chunk(b"ALPH", b"\0" + CANARY)] + parts[2:])
+    with pytest.raises(ScrubError, match="two ALPH"):
+        scrub(data)
+    with pytest.raises(ScrubError, match="exactly one picture"):
+        webp_verify.verify(data, ScrubOptions())
+
+
+def test_webp_alph_after_the_image_is_neutralised() -> None:
+    original = webp_image()
+    data = webp_join(webp_parts(original) + [riff_chunk(b"ALPH", b"\0" + CANARY)])
+    res = assert_clean(data, reference=original)
+    assert webp_types(res.data) == [b"VP8X", b"ALPH", b"VP8 ", b"JUNK"]
+    with pytest.raises(ScrubError, match="exactly one picture"):
+        webp_verify.verify(data, ScrubOptions())
+
+
+def test_webp_second_vp8l_is_neutralised() -> None:
+    original = webp_image(lossless=True, icc_profile=ib.srgb())  # the profile makes it VP8X
+    parts = webp_parts(original)
+    assert [p[:4] for p in parts] == [b"VP8X", b"ICCP", b"VP8L"]
+    data = webp_join(parts + [riff_chunk(b"VP8L", b"\x2f" + CANARY)])
+    res = assert_clean(data, reference=original)
+    assert webp_types(res.data) == [b"VP8X", b"ICCP", b"VP8L", b"JUNK"]
+    assert ("WebP VP8L", ("<second image>",)) in [(r.carrier, r.tags) for r in res.removed]
+    with pytest.raises(ScrubError, match="exactly one picture"):
+        webp_verify.verify(data, ScrubOptions())
+
+
+def test_webp_alph_beside_a_lossless_image_is_neutralised() -> None:
+    original = webp_image(lossless=True, icc_profile=ib.srgb())
+    parts = webp_parts(original)
+    data = webp_join(parts[:2] + [riff_chunk(b"ALPH", b"\0" + CANARY)] + parts[2:])
+    res = assert_clean(data, reference=original)
+    assert webp_types(res.data) == [b"VP8X", b"ICCP", b"JUNK", b"VP8L"]
+    with pytest.raises(ScrubError):
+        webp_verify.verify(data, ScrubOptions())
+
+
+def _animated() -> bytes:
+    frames = [Image.new("RGBA", (8, 5), (60 * k, 100, 30, 255)) for k in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "WEBP", save_all=True, append_images=frames[1:], duration=40, lossless=True)
+    return buf.getvalue()
+
+
+def test_webp_animation_chunks_in_a_still_file_are_neutralised() -> None:
+    original = webp_image()
+    anmf = [p for p in webp_parts(_animated()) if p[:4] == b"ANMF"][0]
+    data = webp_join(webp_parts(original) + [riff_chunk(b"ANIM", bytes(6)), anmf,
+                                             riff_chunk(b"ANIM", CANARY)])
+    res = assert_clean(data, reference=original)
+    assert webp_types(res.data) == [b"VP8X", b"ALPH", b"VP8 ", b"JUNK", b"JUNK", b"JUNK"]
+    with pytest.raises(ScrubError, match="not flagged as animated"):
+        webp_verify.verify(data, ScrubOptions())
+
+
+def test_webp_still_image_chunk_in_an_animation_is_neutralised() -> None:
+    original = _animated()
+    parts = webp_parts(original)
+    data = webp_join(parts + [riff_chunk(b"VP8L", b"\x2f" + CANARY)])
+    res = scrub(data)
+    assert canary.find(res.data, CANARY) == [] and len(res.data) == len(data)
+    assert webp_types(res.data)[-1] == b"JUNK"
+    with pytest.raises(ScrubError, match="animated"):
+        webp_verify.verify(data, ScrubOptions())
+    assert scrub(original).data == original
+
+
+def test_webp_real_icc_is_kept_and_fake_icc_neutralised() -> None:
+    real = webp_image(icc_profile=ib.srgb())
+    assert b"ICCP" in webp_types(real)
+    assert scrub(real).data == real
+    webp_verify.verify(real, ScrubOptions())
+    parts = webp_parts(real)
+    fake = webp_join([riff_chunk(b"ICCP", ib.text_posing_as_profile(CANARY)) if p[:4] == b"ICCP" else p
+                      for p in parts])
+    res = assert_clean(fake)
+    assert "ICC profile" in [r.carrier for r in res.removed]
+    assert res.data[20] & 0x20 == 0
+    with pytest.raises(ScrubError, match="ICCP"):
+        webp_verify.verify(fake, ScrubOptions())

@@ -20,6 +20,8 @@ from exifguard.engine import ScrubOptions
 from exifguard.engine.verify import webp as webp_verify
 from support import canary, corpus, fuzz, oracle
 
+from . import icc_builders as ib
+
 MARK = b"EGCANARY-webp-5c1e"
 COMPACT = ScrubOptions(preserve_length=False)
 
@@ -248,10 +250,14 @@ def test_xmp_only_orientation_becomes_minimal_exif() -> None:
 
 
 def test_icc_dropped_when_not_kept() -> None:
-    icc = b"\0\0\x02\x0c" + MARK + bytes(600)
-    data = _save(_image(), icc_profile=icc, quality=80)
+    data = _save(_image(), icc_profile=ib.srgb(), quality=80)
     assert scrub(data).data[20] & 0x20
     res = scrub(data, keep_icc=False)
+    assert b"ICCP" not in res.data and res.data[20] & 0x20 == 0
+    assert "ICC profile" in [r.carrier for r in res.removed]
+    # a "profile" that is not one never survives, whatever the policy (test_kept_structures)
+    fake = _save(_image(), icc_profile=b"\0\0\x02\x0c" + MARK + bytes(600), quality=80)
+    res = scrub(fake)
     assert canary.find(res.data, MARK) == [] and res.data[20] & 0x20 == 0
 
 

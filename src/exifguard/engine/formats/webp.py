@@ -6,6 +6,13 @@ chunk).  Only the extended format (first chunk `VP8X`) may carry metadata; a
 simple file is a single `VP8 ` or `VP8L` chunk and anything after it is ignored
 by decoders, so we neutralise it.
 
+Kept chunks must be what the VP8X flags declare: with the animation flag, one ANIM
+and then ANMF frames (a still image chunk at the top level is neutralised); without
+it, no ANIM/ANMF.  Each picture (a still file, or one ANMF frame) keeps one VP8/VP8L
+chunk and, for lossy VP8 only, one ALPH before it; later image chunks and stray ALPH
+are neutralised, two ALPH before one picture are refused.  ICCP is kept only once,
+only when flagged, and only when it is a well-formed ICC profile (`engine.icc`).
+
 In place (`preserve_length`), a removed chunk keeps its size and becomes `JUNK`
 (the conventional RIFF filler, skipped by every reader) with an all-zero payload
 and pad byte.  The RIFF size is unchanged and bytes past it are zero-filled.
@@ -23,6 +30,7 @@ import bisect
 import struct
 from dataclasses import dataclass
 
+from .. import icc
 from ..errors import ScrubError
 from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
@@ -31,7 +39,6 @@ from ._splice import Splice
 from .._bytes import all_zero
 
 _IMAGE = (b"VP8 ", b"VP8L")
-_KEEP_ALWAYS = frozenset({b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"})
 _ANMF_KEEP = frozenset({b"ALPH", b"VP8 ", b"VP8L"})
 _ANIM_SIZE = 6  # background colour (4) + loop count (2)
 _ANMF_HEADER = 16  # X, Y, width-1, height-1 (3 bytes each), duration (3), flags (1)
@@ -237,33 +244,49 @@ def _scrub_extended(w: _Writer, chunks: list[_Chunk]) -> None:
     if not opts.keep_orientation:
         orientation = None
 
+    animated = bool(w.data[vp8x.payload_at] & FLAG_ANIM)
+    still_parts: list[_Chunk] = []  # ALPH/VP8/VP8L of a still image, judged together below
+    anim_seen = False
     for c in chunks[1:]:
         payload = w.data[c.payload_at:c.payload_at + c.size]
-        if c.fourcc in _KEEP_ALWAYS:
-            if c.fourcc in _IMAGE:
-                has_image = True
-            if c.fourcc == b"ANMF":
-                has_image = _scrub_anmf(w, c) or has_image
-            if c.fourcc == b"ALPH":
-                w.findings.keep("transparency", "WebP ALPH")
-            if c.fourcc == b"ANIM" and c.size > _ANIM_SIZE and any(payload[_ANIM_SIZE:]):
+        if c.fourcc in _ANMF_KEEP:
+            if animated:  # an animation's pictures live in ANMF frames only
+                w.junk(c, _carrier(c.fourcc), ("<still image chunk in an animation>",))
+            else:
+                still_parts.append(c)
+        elif c.fourcc == b"ANIM":
+            if not animated or anim_seen:
+                w.junk(c, "WebP ANIM", ("<not animated>" if not animated else "<second copy>",))
+                continue
+            anim_seen = True
+            if c.size > _ANIM_SIZE and any(payload[_ANIM_SIZE:]):
                 # ANIM is background colour + loop count; anything after is a hiding place
                 w.findings.remove("WebP ANIM extra data", c.payload_at + _ANIM_SIZE, c.size - _ANIM_SIZE)
                 w.out[c.payload_at + _ANIM_SIZE:c.payload_at + c.size] = bytes(c.size - _ANIM_SIZE)
             w.zero_pad(c)
-        elif c.fourcc == b"ICCP" and opts.keep_icc and not icc_kept and icc_flag:
-            # kept only when the VP8X ICC flag says decoders use it: keeping an ICCP the
-            # original did not flag (or setting the flag) would change how it renders
+        elif c.fourcc == b"ANMF":
+            if not anim_seen:  # frames without (or before) the ANIM header are no animation
+                w.junk(c, "WebP ANMF", ("<not animated>",))
+                continue
+            has_image = _scrub_anmf(w, c) or has_image
+            w.zero_pad(c)
+        elif c.fourcc == b"ICCP" and opts.keep_icc and not icc_kept and icc_flag \
+                and icc.problem(payload) is None:
+            # kept only when the VP8X ICC flag says decoders use it (keeping an ICCP the
+            # original did not flag, or setting the flag, would change how it renders) and
+            # only when it is one well-formed ICC profile
             icc_kept = True
             w.findings.keep("colour profile", "WebP ICCP")
             w.zero_pad(c)
         elif c.fourcc == b"ICCP":
-            w.junk(c, "WebP ICCP")
+            w.junk(c, "ICC profile", ("ICC_Profile",))
         elif (c.fourcc == b"EXIF" or c.fourcc[:3] == b"XMP") and orientation and not exif_kept \
                 and _place_orientation(w, c, payload, orientation):
             exif_kept = True
         else:
             w.junk(c, _carrier(c.fourcc), _tags_for(w, c))
+    if still_parts:
+        has_image = _image_parts(w, still_parts, "the file") or has_image
 
     if not has_image:
         raise ScrubError("WebP: no image data (no VP8, VP8L or ANMF frame)")
@@ -313,19 +336,53 @@ def _place_orientation(w: _Writer, c: _Chunk, payload: bytes, orientation: int) 
     return True
 
 
+def _image_parts(w: _Writer, parts: list[_Chunk], where: str) -> bool:
+    """Keep one picture: the first VP8/VP8L chunk and, for a lossy VP8 only, one ALPH
+    before it.  Later image chunks and an ALPH after the picture or beside a lossless
+    VP8L are ignored by decoders, so they are neutralised; two ALPH chunks before the
+    picture are refused (libwebp's decoders disagree on which one applies).
+
+    `parts` are the ALPH/VP8/VP8L chunks of a still file's top level or of one ANMF
+    frame, in order.  Returns whether a picture was found.
+    """
+    image: _Chunk | None = None
+    alpha: _Chunk | None = None
+    for c in parts:
+        if c.fourcc in _IMAGE:
+            if image is None:
+                image = c
+                w.zero_pad(c)
+            else:
+                w.junk(c, _carrier(c.fourcc), ("<second image>",))
+        elif image is not None:
+            w.junk(c, "WebP ALPH", ("<after the image>",))
+        elif alpha is not None:
+            raise ScrubError(f"WebP: two ALPH chunks for one image in {where}; decoders disagree "
+                             "on which applies")
+        else:
+            alpha = c
+    if alpha is not None:
+        if image is not None and image.fourcc == b"VP8 ":
+            w.findings.keep("transparency", "WebP ALPH")
+            w.zero_pad(alpha)
+        else:
+            w.junk(alpha, "WebP ALPH", ("<no lossy image to apply to>",))
+    return image is not None
+
+
 def _scrub_anmf(w: _Writer, c: _Chunk) -> bool:
     """Walk an animation frame's sub-chunks; True if it holds image data."""
     if c.size < _ANMF_HEADER:
         raise ScrubError(f"WebP: ANMF frame at offset {c.offset} is shorter than its header")
     start = c.payload_at + _ANMF_HEADER
     subs = _walk(w.data, start, c.payload_at + c.size, w.budget, "an ANMF frame")
-    image = False
+    parts = []
     for s in subs:
         if s.fourcc in _ANMF_KEEP:
-            image = image or s.fourcc in _IMAGE
-            w.zero_pad(s)
+            parts.append(s)
         else:
             w.junk(s, _carrier(s.fourcc), _tags_for(w, s))
+    image = _image_parts(w, parts, f"the ANMF frame at offset {c.offset}")
     if not image:
         raise ScrubError(f"WebP: ANMF frame at offset {c.offset} has no image data")
     return True

@@ -1,9 +1,11 @@
 """Independent check of a cleaned WebP (written apart from the walker on purpose).
 
 Accepts only: the RIFF/WEBP header; `VP8X` first with consistent flags and zero
-reserved bits, or a single `VP8 `/`VP8L`; the rendering chunks `VP8 `, `VP8L`,
-`ALPH`, `ANIM`, `ANMF` (whose sub-chunks are `ALPH`/`VP8 `/`VP8L`/zero `JUNK`);
-`ICCP` only when ICC is kept; at most one `EXIF` chunk that holds nothing but a
+reserved bits, or a single `VP8 `/`VP8L`; the rendering chunks the flags declare:
+without the animation flag exactly one picture (`VP8L`, `VP8 `, or `ALPH` then `VP8 `)
+and no `ANIM`/`ANMF`; with it one `ANIM` and then `ANMF` frames each holding exactly
+one picture (plus zero `JUNK`) and no top-level image chunk; `ICCP` only when ICC is
+kept, once, and only as a well-formed ICC profile; at most one `EXIF` chunk that holds nothing but a
 minimal Orientation TIFF followed by zeros; `JUNK` chunks whose payload and pad
 are all zero; only zeros past the RIFF size.
 """
@@ -15,6 +17,7 @@ import struct
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from .._bytes import all_zero
+from . import _icc
 
 _RENDER = {b"VP8 ", b"VP8L", b"ALPH", b"ANIM", b"ANMF"}
 _FRAME_PARTS = {b"ALPH", b"VP8 ", b"VP8L"}
@@ -62,6 +65,13 @@ def _check_exif(payload: bytes) -> None:
     raise ScrubError("EXIF chunk is not a minimal Orientation-only block")
 
 
+def _one_picture(parts: list[bytes], where: str) -> None:
+    """One picture: exactly one VP8/VP8L, optionally preceded by one ALPH, and an ALPH
+    only in front of a lossy VP8 (lossless VP8L carries its own alpha)."""
+    if parts not in ([b"VP8 "], [b"VP8L"], [b"ALPH", b"VP8 "]):
+        raise ScrubError(f"{where} does not hold exactly one picture (image chunk and optional ALPH)")
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     if clean[:4] != b"RIFF" or clean[8:12] != b"WEBP" or len(clean) < 12:
         raise ScrubError("not a RIFF/WEBP file")
@@ -94,21 +104,37 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         raise ScrubError("VP8X reserved bits are set")
 
     seen_exif = seen_icc = False
+    animation = bool(flags & 0x02)
+    anim_headers = 0
+    still: list[bytes] = []
     for fourcc, at, size, _ in top[1:]:
         body = clean[at + 8:at + 8 + size]
         if fourcc in _RENDER:
-            if fourcc == b"ANIM" and not all_zero(body, 6):
-                raise ScrubError(f"ANIM chunk at offset {at} carries data after its 6 bytes")
+            if fourcc in _FRAME_PARTS:
+                if animation:
+                    raise ScrubError(f"still image chunk at offset {at} in an animated WebP")
+                still.append(fourcc)
+            elif not animation:
+                raise ScrubError(f"animation chunk at offset {at} in a WebP not flagged as animated")
+            if fourcc == b"ANIM":
+                anim_headers += 1
+                if anim_headers > 1:
+                    raise ScrubError("more than one ANIM chunk")
+                if not all_zero(body, 6):
+                    raise ScrubError(f"ANIM chunk at offset {at} carries data after its 6 bytes")
             if fourcc == b"ANMF":
-                if size < 16:
-                    raise ScrubError("ANMF frame too short")
+                if size < 16 or not anim_headers:
+                    raise ScrubError("ANMF frame too short or before the ANIM chunk")
+                parts = []
                 for sub, sat, ssize, spad in _chunks(clean, at + 24, at + 8 + size, limit):
                     if any(spad):  # at most one byte
                         raise ScrubError("non-zero pad byte inside ANMF")
                     if sub in _FRAME_PARTS:
+                        parts.append(sub)
                         continue
                     if sub != b"JUNK" or not all_zero(clean, sat + 8, sat + 8 + ssize):
                         raise ScrubError(f"ANMF frame holds a non-image chunk at offset {sat}")
+                _one_picture(parts, f"the ANMF frame at offset {at}")
         elif fourcc == b"JUNK":
             if not all_zero(body):
                 raise ScrubError(f"JUNK chunk at offset {at} is not all zeros")
@@ -116,6 +142,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             if not options.keep_icc or seen_icc:
                 raise ScrubError("ICCP chunk present although it should be gone")
             seen_icc = True
+            _icc.check(body, "ICCP")
         elif fourcc == b"EXIF":
             if seen_exif or not options.keep_orientation:
                 raise ScrubError("more than one EXIF chunk, or EXIF while orientation is not kept")
@@ -123,6 +150,10 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             _check_exif(body)
         else:
             raise ScrubError(f"chunk type not allowed after scrub at offset {at}")
+    if not animation:
+        _one_picture(still, "the file")
+    elif not anim_headers:
+        raise ScrubError("animated WebP without an ANIM chunk")
     if bool(flags & 0x08) != seen_exif:
         raise ScrubError("VP8X EXIF flag disagrees with the chunks present")
     if bool(flags & 0x20) != seen_icc:
