@@ -16,32 +16,94 @@ Why the order of checks matters:
     other flows keep moving while a 12 MP photo is cleaned; the event loop only applies
     the decision and emits what was prepared, if the flow is still going ahead;
   * every failure path fails closed unless the person chose exifguard_on_error=pass.
+
+Bounded work (issue 11): the body's Content-Encoding is decoded by `decode` from
+`raw_content`, streamed and capped at the inspection limit (`request.content` would
+inflate a 3 GiB gzip bomb whole); `workers.InspectionPool` runs at most
+exifguard_workers inspections at once with at most exifguard_queue waiting (beyond:
+503 with Retry-After), gives each a deadline (exifguard_inspect_timeout, also passed to
+the carrier layer) and hands memory back to the system after large inspections.
+
+Which refusals the person's exifguard_on_error=pass can turn into forwarding: those about
+the *upload* (it cannot be decoded, it inflates past the limit, an internal error while
+checking it), as for images the engine cannot clean.  Not those about exifguard's own
+*capacity* (busy, deadline passed): they say nothing about the upload, a retry will
+probably succeed, and letting load decide what leaves unchecked would let anything that
+makes exifguard slow (a large body, a burst) carry metadata out.  Audit mode forwards
+in every case: it never changes or refuses anything by design.
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import hmac
 import ipaddress
 import logging
+import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence  # mitmproxy option typespecs want typing.Sequence
 
 from mitmproxy import command, connection, ctx, exceptions, http
+from mitmproxy.utils import human
 
 from ..carriers import CarrierOptions, UploadTracker
+from . import decode as codings
 from . import policy
 from .audit import AuditLog, ImageRecord, strip_query
 from .hosts import HostSet, Match, normalise_host
 from .logline import escape, image_line
 from .policy import Action, Mode, OnError, Outcome
+from .workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed
 
 log = logging.getLogger("exifguard")
 
+DEFAULT_INSPECT_LIMIT = CarrierOptions().max_body_bytes
+DEFAULT_INSPECT_TIMEOUT = 60
+DEFAULT_QUEUE = 64
+RETRY_AFTER = "5"
+REPEAT_WINDOW = 60.0
 
-def _log_internal_error(what: str, exc: BaseException) -> None:
+
+class RepeatedErrors:
+    """Log the first of identical errors, then at most one line per `window` seconds.
+
+    Why: a broken audit log (disk full, file removed) or a recurring internal error fails
+    the same way for every image; one clear line, then a count, tells the person what is
+    wrong without burying everything else in the log.
+    """
+
+    def __init__(self, window: float = REPEAT_WINDOW, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = 256) -> None:
+        self.window, self.clock, self.max_keys = window, clock, max_keys
+        self._seen: OrderedDict[Any, tuple[float, int]] = OrderedDict()
+
+    def check(self, key: Any) -> tuple[bool, int]:
+        """(log this one now?, how many identical ones were held back since the last line)."""
+        now = self.clock()
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.window:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False, 0
+        held = last[1] if last is not None else 0
+        self._seen[key] = (now, 0)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        return True, held
+
+    @staticmethod
+    def suffix(held: int) -> str:
+        return f" (the same error {held} more time{'s' if held != 1 else ''} since it was last logged)" \
+            if held else ""
+
+
+_repeats = RepeatedErrors()
+
+
+def _log_internal_error(what: str, exc: BaseException, repeats: RepeatedErrors | None = None) -> None:
     """Log an unexpected exception by type and place only, unless values may be logged.
 
     Why: an exception's message (and a traceback's last line) can quote the bytes it
@@ -59,8 +121,12 @@ def _log_internal_error(what: str, exc: BaseException) -> None:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno} in {frames[-1].name}" \
         if frames else "unknown place"
+    now, held = (repeats or _repeats).check(("internal", what, type(exc).__name__, where))
+    if not now:
+        return
     log.error("exifguard: internal error while %s: %s at %s (message hidden, it may quote the "
-              "upload; exifguard_log_values=true shows it)", what, type(exc).__name__, where)
+              "upload; exifguard_log_values=true shows it)%s", what, type(exc).__name__, where,
+              RepeatedErrors.suffix(held))
 
 SELFTEST_HEADER = "x-exifguard-selftest"
 SELFTEST_SINK_HEADER = "x-exifguard-selftest-sink"
@@ -72,6 +138,26 @@ RewriteFn = Callable[..., Any]
 def parse_hosts(extra: Sequence[str], remove: Sequence[str]) -> HostSet:
     """Option values -> HostSet (raises ValueError naming the bad entry)."""
     return HostSet.build(extra=[h for h in extra if h.strip()], remove=[h for h in remove if h.strip()])
+
+
+def parse_limit(value: str) -> int:
+    """exifguard_inspect_limit -> bytes ("256m", "1g", "1048576"); raises ValueError."""
+    try:
+        n = human.parse_size(value.strip().lower())
+    except (ValueError, AttributeError):
+        n = None
+    if n is None or n < 1:
+        raise ValueError(f"exifguard_inspect_limit must be a size such as 256m or 1g (got {value!r})")
+    return n
+
+
+def _content_length(headers: http.Headers) -> int | None:
+    """The declared body size, or None when absent or not one clean number."""
+    values = headers.get_all("content-length")
+    if not values or len(set(v.strip() for v in values)) != 1:
+        return None
+    v = values[0].strip()
+    return int(v) if v.isdigit() else None
 
 
 def is_loopback(peer: str) -> bool:
@@ -94,6 +180,11 @@ class Stats:
     audit: int = 0
     killed: int = 0
     rejected_clients: int = 0
+    refused_busy: int = 0
+    timed_out: int = 0
+    refused_undecodable: int = 0
+    refused_too_large: int = 0
+    internal_errors: int = 0
 
     def count(self, action: Action) -> None:
         setattr(self, action.value, getattr(self, action.value) + 1)
@@ -102,7 +193,9 @@ class Stats:
         return (f"exifguard since start: {self.requests_seen} requests seen, "
                 f"{self.uploads_checked} uploads checked; images stripped {self.stripped}, "
                 f"blocked {self.blocked}, passed {self.passed}, audited {self.audit}; "
-                f"flows killed {self.killed}, non-loopback clients refused {self.rejected_clients}")
+                f"flows killed {self.killed}, non-loopback clients refused {self.rejected_clients}; "
+                f"uploads refused: busy {self.refused_busy}, inspection timed out {self.timed_out}, "
+                f"undecodable {self.refused_undecodable}, over the inspection limit {self.refused_too_large}")
 
 
 @dataclass
@@ -113,6 +206,8 @@ class _Watch:
     method: str
     selftest_port: int | None = None
     images: list[dict[str, Any]] = field(default_factory=list)
+    large: bool = False
+    """Its body was large enough that memory is trimmed once the flow ends."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +226,19 @@ class _Checked:
     reports: tuple[_Report, ...]
     audit: AuditLog | None
     body_changed: bool
+    raw_body: bytes | None = None
+    """The cleaned body encoded with the request's Content-Encoding (when body_changed)."""
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """The worker thread could not inspect the body (it did not decode)."""
+    reason: str
+    status: int | None = None
+    strict: bool = False
+    """True: exifguard_on_error=pass does not forward it (see the module docstring)."""
+    counter: str = "refused_undecodable"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class Exifguard:
@@ -148,6 +256,10 @@ class Exifguard:
         # One tracker for the proxy's lifetime: a continuation chunk of a resumable upload
         # is judged by what its first chunk was (an image: fail closed; anything else: pass).
         self.uploads = UploadTracker()
+        self.inspect_limit = DEFAULT_INSPECT_LIMIT
+        self.inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
+        self.pool: InspectionPool[Any] = InspectionPool(None, DEFAULT_QUEUE)
+        self.repeats = RepeatedErrors()
 
     # ---- options -------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -180,6 +292,19 @@ class Exifguard:
         loader.add_option("exifguard_selftest_token", str, "",
                           "Secret set by `exifguard run` so `exifguard selftest` can route one "
                           "request to a local sink; empty disables the selftest route.")
+        loader.add_option("exifguard_inspect_limit", str, str(DEFAULT_INSPECT_LIMIT),
+                          "Largest upload body exifguard inspects, after undoing its Content-Encoding "
+                          "(bytes, or with a k/m/g suffix). A body that inflates past it is refused "
+                          "after at most this many inflated bytes; one whose Content-Length exceeds "
+                          "it is refused before it is buffered.")
+        loader.add_option("exifguard_inspect_timeout", int, DEFAULT_INSPECT_TIMEOUT,
+                          "Seconds one upload's inspection may take (and may wait for a free worker) "
+                          "before the upload is refused with 503; nothing is sent.")
+        loader.add_option("exifguard_workers", int, 0,
+                          "Uploads inspected at the same time (0: two per CPU core). Bounds memory.")
+        loader.add_option("exifguard_queue", int, DEFAULT_QUEUE,
+                          "Uploads that may wait for a worker; more are refused with 503 and "
+                          "Retry-After (nothing is sent).")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -190,6 +315,20 @@ class Exifguard:
                 self.mode = policy.parse_mode(opts.exifguard_mode)
             if "exifguard_on_error" in updated:
                 self.on_error = policy.parse_on_error(opts.exifguard_on_error)
+            if "exifguard_inspect_limit" in updated:
+                self.inspect_limit = parse_limit(opts.exifguard_inspect_limit)
+            if "exifguard_inspect_timeout" in updated:
+                if opts.exifguard_inspect_timeout < 1:
+                    raise ValueError(f"exifguard_inspect_timeout must be at least 1 second "
+                                     f"(got {opts.exifguard_inspect_timeout})")
+                self.inspect_timeout = opts.exifguard_inspect_timeout
+            if "exifguard_workers" in updated or "exifguard_queue" in updated:
+                if opts.exifguard_workers < 0:
+                    raise ValueError(f"exifguard_workers must be 0 (automatic) or more "
+                                     f"(got {opts.exifguard_workers})")
+                if opts.exifguard_queue < 0:
+                    raise ValueError(f"exifguard_queue must be 0 or more (got {opts.exifguard_queue})")
+                self.pool.resize(opts.exifguard_workers or None, opts.exifguard_queue)
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from exc
         if "stream_large_bodies" in updated and getattr(opts, "stream_large_bodies", None):
@@ -211,6 +350,7 @@ class Exifguard:
         if self.audit is not None:
             self.audit.close()
             self.audit = None
+        self.pool.close()
 
     # ---- connections -----------------------------------------------------------------
     def client_connected(self, client: connection.Client) -> None:
@@ -231,7 +371,7 @@ class Exifguard:
             self._requestheaders(flow)
         except Exception as exc:  # noqa: BLE001 - mitmproxy would log it and forward the flow
             # We do not know whether this is an upload we must clean: fail closed.
-            _log_internal_error("classifying a request", exc)
+            _log_internal_error("classifying a request", exc, self.repeats)
             if self.mode is Mode.AUDIT or self.on_error is OnError.PASS:
                 return
             self.stats.killed += 1
@@ -266,6 +406,19 @@ class Exifguard:
             flow.kill()
             return
         req.stream = False
+        declared = _content_length(req.headers)
+        if declared is not None and declared > self.inspect_limit and self._refuses(strict=False):
+            # mitmproxy would buffer the whole body before the `request` hook, and a response
+            # set here is only sent after that: closing the connection is the only way to
+            # refuse it unbuffered.  (`exifguard run` also sets body_size_limit, so mitmproxy
+            # itself answers 413 before this hook for such bodies.)
+            self.stats.refused_too_large += 1
+            self.stats.killed += 1
+            log.warning("exifguard: BLOCKED upload to %s: its Content-Length (%d bytes) is over "
+                        "exifguard's inspection limit (%d bytes, exifguard_inspect_limit); connection "
+                        "closed before the body was read, nothing was sent",
+                        escape(watch.host), declared, self.inspect_limit)
+            flow.kill()
 
     async def request(self, flow: http.HTTPFlow) -> None:
         watch = flow.metadata.get(META)
@@ -282,7 +435,7 @@ class Exifguard:
             try:
                 await self._scrub(flow, watch)
             except Exception as exc:  # noqa: BLE001 - mitmproxy would log it and forward the original
-                _log_internal_error("applying the policy", exc)
+                _log_internal_error("applying the policy", exc, self.repeats)
                 if flow.live and flow.response is None:
                     self._respond_error(flow, watch, f"internal error while checking the upload "
                                                      f"({type(exc).__name__})")
@@ -307,23 +460,45 @@ class Exifguard:
     async def _scrub(self, flow: http.HTTPFlow, watch: _Watch) -> None:
         req = flow.request
         self.stats.uploads_checked += 1
+        raw = req.raw_content or b""
+        encoding = ", ".join(req.headers.get_all("content-encoding"))
         try:
-            body = req.content
-        except ValueError:  # a Content-Encoding that does not decode
-            body = None
-        if body is None:
-            return self._respond_error(flow, watch, "the upload's Content-Encoding could not be decoded")
+            codings.parse_codings(encoding)  # an unknown coding is refused without queueing
+        except codings.UnsupportedEncoding as exc:
+            return self._cannot_inspect(flow, watch, _Refused(str(exc), 415, headers=(
+                ("accept-encoding", "gzip, deflate, br, zstd"),)))
+        watch.large = len(raw) >= self.pool.large_bytes
         try:
             rewrite = self._rewrite_fn()
             options = self._carrier_options()
             headers = list(req.headers.items(multi=True))
             log_values = bool(ctx.options.exifguard_log_values)
-            rw, checked = await asyncio.to_thread(self._check, rewrite, req.method, req.pretty_url, headers,
-                                                  body, options, flow.id, watch, log_values)
+            method, url, limit = req.method, req.pretty_url, self.inspect_limit
+
+            def job(deadline: float) -> tuple[Any, Any]:
+                return self._check(rewrite, method, url, headers, raw, encoding, limit,
+                                   dataclasses.replace(options, deadline=deadline, max_body_bytes=limit),
+                                   flow.id, watch, log_values)
+
+            rw, checked = await self.pool.run(job, size=len(raw), timeout=self.inspect_timeout)
+        except Busy as exc:
+            return self._cannot_inspect(flow, watch, _Refused(
+                f"exifguard is busy ({exc}); try again in a moment", 503, strict=True,
+                counter="refused_busy", headers=(("retry-after", RETRY_AFTER),)))
+        except InspectionTimeout as exc:
+            return self._cannot_inspect(flow, watch, _Refused(
+                f"{exc} (exifguard_inspect_timeout); try again, or send a smaller upload", 503, strict=True,
+                counter="timed_out", headers=(("retry-after", RETRY_AFTER),)))
+        except WorkerFailed as exc:
+            _log_internal_error("checking an upload (the worker thread ended)", exc.exc, self.repeats)
+            return self._respond_error(flow, watch, f"internal error while checking the upload "
+                                                    f"({type(exc.exc).__name__})")
         except Exception as exc:  # noqa: BLE001 - any failure here must fail closed
-            _log_internal_error("checking an upload", exc)
+            _log_internal_error("checking an upload", exc, self.repeats)
             return self._respond_error(flow, watch, f"internal error while checking the upload "
                                                     f"({type(exc).__name__})")
+        if isinstance(checked, _Refused):
+            return self._cannot_inspect(flow, watch, checked)
         if isinstance(checked, Exception):
             raise checked  # applying the policy failed: request() fails closed
         if checked is None:  # no image, nothing blocking
@@ -335,8 +510,13 @@ class Exifguard:
             flow.response = http.Response.make(decision.status or 403, decision.text or "",
                                                {"content-type": "text/plain; charset=utf-8"})
         elif decision.outcome is Outcome.FORWARD_CLEANED:
-            if checked.body_changed:
-                req.content = rw.body
+            if checked.body_changed and checked.raw_body is not None:
+                # set raw_content ourselves: `request.content = ...` would re-encode with
+                # mitmproxy's codecs, which know neither stacked codings nor x-gzip (and drop
+                # the header when they fail)
+                req.raw_content = checked.raw_body
+                if "transfer-encoding" not in req.headers:
+                    req.headers["content-length"] = str(len(checked.raw_body))
             for k, v in rw.set_headers.items():
                 req.headers[k] = v
         if decision.warning:
@@ -348,20 +528,43 @@ class Exifguard:
         for report in checked.reports:
             self._report(report, checked.audit)
 
-    def _check(self, rewrite: RewriteFn, method: str, url: str, headers: list[tuple[str, str]], body: bytes,
-               options: Any, request_id: str, watch: _Watch, log_values: bool) -> tuple[Any, Any]:
-        """Worker thread: the rewrite, then everything heavy about its outcome.
+    def _check(self, rewrite: RewriteFn, method: str, url: str, headers: list[tuple[str, str]], raw: bytes,
+               encoding: str, limit: int, options: Any, request_id: str, watch: _Watch,
+               log_values: bool) -> tuple[Any, Any]:
+        """Worker thread: decode, the rewrite, then everything heavy about its outcome.
 
         Returns (rewrite, checked): checked is None when there is nothing to decide, a
-        `_Checked` (decision, log lines, audit lines with the sha256 of each output), or
-        the exception raised while preparing it, re-raised on the event loop so it fails
-        closed exactly as a policy error there would.  Nothing here touches the flow.
+        `_Refused` when the body does not decode within the limit, a `_Checked` (decision,
+        log lines, audit lines with the sha256 of each output, the cleaned body encoded
+        as it came), or the exception raised while preparing it, re-raised on the event
+        loop so it fails closed exactly as a policy error there would.  Nothing here
+        touches the flow.
         """
+        try:
+            decoded = codings.decode(raw, encoding, limit=limit, deadline=options.deadline)
+        except codings.InflatesTooLarge as exc:
+            return None, _Refused(str(exc), 413, counter="refused_too_large")
+        except codings.DecodeDeadline:
+            raise InspectionTimeout("the inspection deadline passed while decoding the upload") from None
+        except codings.UnsupportedEncoding as exc:
+            return None, _Refused(str(exc), 415, headers=(("accept-encoding", "gzip, deflate, br, zstd"),))
+        except codings.DecodeError as exc:
+            return None, _Refused(f"{exc}; it could not be inspected")
+        body = decoded.body
         rw = rewrite(method, url, headers, body, options)
+        if rw.blockers and not rw.images and options.deadline is not None \
+                and time.monotonic() > options.deadline:
+            # the carrier layer stopped at the deadline: the same strict refusal as when
+            # the event loop stops waiting first (not forwarded even with on_error=pass)
+            raise InspectionTimeout("the inspection did not finish before its deadline")
         try:
             if not rw.images and not rw.blockers:
                 return rw, None
-            return rw, self._prepare(rw, body, request_id, watch, log_values)
+            checked = self._prepare(rw, body, request_id, watch, log_values)
+            if checked.body_changed:
+                new_raw = codings.encode(rw.body, decoded) if decoded.codings else rw.body
+                checked = dataclasses.replace(checked, raw_body=new_raw)
+            return rw, checked
         except Exception as exc:  # noqa: BLE001 - handed to the event loop, see above
             return rw, exc
 
@@ -410,16 +613,61 @@ class Exifguard:
                     else self.audit.encode(report.record)
                 self.audit.append(line)
             except (OSError, ValueError) as exc:
-                log.error("exifguard: could not write the audit log: %s", exc)
+                self._audit_failed(exc)
+
+    def _audit_failed(self, exc: BaseException) -> None:
+        """One clear line per kind of audit-log failure, then a count (see RepeatedErrors)."""
+        errno_ = getattr(exc, "errno", None)
+        now, held = self.repeats.check(("audit", type(exc).__name__, errno_))
+        if not now:
+            return
+        path = self.audit.path if self.audit is not None else "(closed)"
+        why = getattr(exc, "strerror", None) or str(exc)
+        log.error("exifguard: could not write the audit log %s: %s; uploads are still cleaned or "
+                  "blocked as usual, but not recorded there%s",
+                  escape(str(path), 200), escape(str(why), 200), RepeatedErrors.suffix(held))
+
+    def _refuses(self, *, strict: bool) -> bool:
+        """Would an upload we cannot inspect be refused (policy.decide with a blocker)?"""
+        on_error = OnError.BLOCK if strict else self.on_error
+        return policy.decide(self.mode, on_error, (), ("?",)).outcome is Outcome.RESPOND
+
+    def _cannot_inspect(self, flow: http.HTTPFlow, watch: _Watch, why: _Refused) -> None:
+        """The upload was not inspected: refuse it, or forward it where the person chose so.
+
+        Follows `policy.decide` for a request with a blocker and no images (audit mode
+        forwards; block mode refuses; strip refuses unless exifguard_on_error=pass), except
+        that `strict` refusals ignore on_error=pass (see the module docstring).
+        """
+        setattr(self.stats, why.counter, getattr(self.stats, why.counter) + 1)
+        if not flow.live or flow.response is not None:
+            return
+        on_error = OnError.BLOCK if why.strict else self.on_error
+        decision = policy.decide(self.mode, on_error, (), (why.reason,))
+        if decision.outcome is not Outcome.RESPOND:
+            log.warning("exifguard: WARNING forwarded upload to %s unchecked: %s",
+                        escape(watch.host), escape(why.reason))
+            return
+        log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(why.reason))
+        status = why.status or decision.status or policy.ERROR_STATUS
+        flow.response = http.Response.make(status, decision.text or policy.block_text(why.reason),
+                                           {"content-type": "text/plain; charset=utf-8", **dict(why.headers)})
 
     def _respond_error(self, flow: http.HTTPFlow, watch: _Watch, reason: str) -> None:
-        if self.mode is Mode.AUDIT or self.on_error is OnError.PASS:
-            log.warning("exifguard: WARNING forwarded upload to %s unchecked: %s",
-                        escape(watch.host), escape(reason))
-            return
-        log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(reason))
-        flow.response = http.Response.make(policy.ERROR_STATUS, policy.block_text(reason),
-                                           {"content-type": "text/plain; charset=utf-8"})
+        """An internal error while checking: refused unless the person chose to pass."""
+        self._cannot_inspect(flow, watch, _Refused(reason, counter="internal_errors"))
+
+    # ---- flow end: give memory back after large uploads ---------------------------------
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._flow_ended(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._flow_ended(flow)
+
+    def _flow_ended(self, flow: http.HTTPFlow) -> None:
+        watch = flow.metadata.get(META)
+        if isinstance(watch, _Watch) and watch.large:
+            self.pool.note_large_flow_done()
 
     # ---- commands --------------------------------------------------------------------
     @command.command("exifguard.stats")

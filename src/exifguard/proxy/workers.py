@@ -1,0 +1,320 @@
+"""Bounded inspection: how many uploads are inspected at once, how many may wait, how
+long an inspection may take, and handing memory back to the system afterwards.
+
+Why each bound exists:
+  * **workers** (K): every inspection holds a few copies of its body (decoded, cleaned,
+    re-encoded).  Without a bound, 64 simultaneous 5 MB uploads took 863 MB; with one,
+    inspection memory is at most K times one upload's.
+  * **queue** (Q): uploads beyond K wait their turn; beyond K + Q the proxy is
+    overloaded and says so (`Busy`, answered 503 with Retry-After) rather than letting
+    memory grow without limit.  It never forwards what it had no time to inspect.
+  * **deadline**: the caller gives up waiting at the deadline (`InspectionTimeout`) and
+    fails closed; the carrier layer also gets the deadline and stops by itself.  A
+    thread cannot be killed, so the slot stays taken until the thread really returns:
+    the bound on concurrent inspections holds even when inspections overrun.
+  * **memory return**: CPython hands freed memory to glibc's malloc, which keeps it in
+    its arenas (one per thread, up to 8 per core), so the process's resident memory
+    stayed at its peak after a burst of uploads.  `malloc_trim(0)` gives free pages back;
+    it is called once a burst of large inspections is over (debounced, in a thread).
+
+All state lives on the event loop thread; worker threads only report back through
+`loop.call_soon_threadsafe`.  No mitmproxy imports (unit-testable on its own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+log = logging.getLogger("exifguard")
+
+T = TypeVar("T")
+
+LARGE_BYTES = 1024 * 1024
+"""An inspection of a body at least this large is followed by a memory trim."""
+TRIM_DELAY = 0.5
+"""Seconds after the last large inspection (or large flow) ends before trimming, so a
+burst is trimmed once, after the flows have released their bodies."""
+
+
+def default_workers() -> int:
+    """Two per usable core: inspections are partly C (zlib, base64, hashing) and partly
+    Python, so a little more than one per core keeps the cores busy without piling up
+    copies of bodies."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(2, 2 * cores)
+
+
+class Busy(Exception):
+    """No inspection slot and no room to wait (or the wait outlasted its bound)."""
+
+
+class InspectionTimeout(Exception):
+    """The inspection did not finish before its deadline (it may still be running)."""
+
+
+class WorkerFailed(Exception):
+    """The worker thread ended with an exception that is not an `Exception` (e.g.
+    SystemExit, KeyboardInterrupt) or the executor refused the work."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+        super().__init__(type(exc).__name__)
+
+
+@dataclass
+class PoolStats:
+    running: int = 0
+    waiting: int = 0
+    peak_running: int = 0
+    peak_waiting: int = 0
+    busy_refusals: int = 0
+    timeouts: int = 0
+    overrunning: int = 0
+    """Inspections whose caller gave up (timed out) but whose thread still runs."""
+    trims: int = 0
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+# ---- memory return -------------------------------------------------------------------
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        fn = libc.malloc_trim  # glibc only (musl has none)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_MALLOC_TRIM = _load_malloc_trim()
+
+
+def malloc_trim() -> bool:
+    """Give free heap memory back to the OS (glibc); False where unavailable."""
+    if _MALLOC_TRIM is None:
+        return False
+    try:
+        _MALLOC_TRIM(0)
+    except Exception:  # noqa: BLE001 - an optimisation must never break the proxy
+        return False
+    return True
+
+
+# ---- the pool --------------------------------------------------------------------------
+
+class InspectionPool(Generic[T]):
+    """At most `workers` inspections at once, at most `queue` waiting; see module doc."""
+
+    def __init__(self, workers: int | None = None, queue: int = 64, *,
+                 trim: Callable[[], Any] | None = malloc_trim, trim_delay: float = TRIM_DELAY,
+                 large_bytes: int = LARGE_BYTES) -> None:
+        self.workers = workers or default_workers()
+        self.queue = max(0, queue)
+        self.stats = PoolStats()
+        self._trim = trim
+        self._trim_delay = trim_delay
+        self.large_bytes = large_bytes
+        self._large_running = 0
+        self._trim_handle: asyncio.TimerHandle | None = None
+        self._trim_running = False
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- configuration ----------------------------------------------------------------
+    def resize(self, workers: int | None, queue: int) -> None:
+        """New bounds; running inspections finish where they are."""
+        workers = workers or default_workers()
+        if workers != self.workers and self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+        self.workers = workers
+        self.queue = max(0, queue)
+        self._wake()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()
+            self._trim_handle = None
+        for w in self._waiters:
+            if not w.done():
+                w.set_exception(Busy("exifguard is shutting down"))
+        self._waiters.clear()
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            # one thread per slot: a submitted inspection starts at once
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="exifguard-inspect")
+        return self._executor
+
+    # ---- slots --------------------------------------------------------------------------
+    async def _acquire(self, wait: float) -> None:
+        if self.stats.running < self.workers and not self._waiters:
+            self._take()
+            return
+        if len(self._waiters) >= self.queue:
+            self.stats.busy_refusals += 1
+            raise Busy(f"{self.stats.running} uploads are being inspected and {len(self._waiters)} are "
+                       "waiting (exifguard_workers / exifguard_queue)")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self.stats.waiting = len(self._waiters)
+        self.stats.peak_waiting = max(self.stats.peak_waiting, self.stats.waiting)
+        try:
+            await asyncio.wait_for(asyncio.shield(fut), timeout=max(0.0, wait))
+        except asyncio.TimeoutError:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                return  # the slot arrived at the last moment: use it
+            self._drop_waiter(fut)
+            self.stats.busy_refusals += 1
+            raise Busy(f"waited {wait:.0f} s for an inspection slot") from None
+        except BaseException:
+            # cancelled (the flow went away): give back a slot we may have been handed
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                self._release(False)
+            else:
+                self._drop_waiter(fut)
+            raise
+
+    def _drop_waiter(self, fut: asyncio.Future[None]) -> None:
+        try:
+            self._waiters.remove(fut)
+        except ValueError:
+            pass
+        if not fut.done():
+            fut.cancel()
+        self.stats.waiting = len(self._waiters)
+
+    def _take(self) -> None:
+        self.stats.running += 1
+        self.stats.peak_running = max(self.stats.peak_running, self.stats.running)
+
+    def _release(self, large: bool) -> None:
+        self.stats.running -= 1
+        if large:
+            self._large_running -= 1
+            if self._large_running == 0:
+                self._schedule_trim()
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters and self.stats.running < self.workers:
+            fut = self._waiters.popleft()
+            if fut.done():
+                continue
+            self._take()
+            fut.set_result(None)
+        self.stats.waiting = len(self._waiters)
+
+    # ---- running --------------------------------------------------------------------------
+    async def run(self, fn: Callable[[float], T], *, size: int, timeout: float) -> T:
+        """Run `fn(deadline)` in a worker thread within the bounds.
+
+        Raises `Busy` (no slot within `timeout`, or the queue is full), `InspectionTimeout`
+        (the deadline passed; the thread keeps its slot until it returns) and
+        `WorkerFailed`; an `Exception` raised by `fn` is re-raised as is.
+        """
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        await self._acquire(timeout)
+        large = size >= self.large_bytes
+        if large:
+            self._large_running += 1
+        deadline = time.monotonic() + timeout
+
+        def work() -> Any:
+            try:
+                return fn(deadline)
+            except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+                return _Failure(exc)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self._release, large)
+                except RuntimeError:  # the loop is closed: nobody is left to count
+                    pass
+
+        try:
+            cfut = self._pool().submit(work)
+        except BaseException as exc:  # executor shut down, cannot start threads, ...
+            self._release(large)
+            raise WorkerFailed(exc) from exc
+        afut = asyncio.wrap_future(cfut, loop=loop)
+        # asyncio.wait never cancels what it waits on: on timeout the thread keeps running
+        # and keeps its slot (released by `work` itself when it really ends).
+        done, _ = await asyncio.wait({afut}, timeout=max(0.0, deadline - time.monotonic()))
+        if not done:
+            self.stats.timeouts += 1
+            self.stats.overrunning += 1
+            afut.add_done_callback(self._overrun_ended)
+            raise InspectionTimeout(f"the inspection did not finish within {timeout:g} s")
+        result = afut.result()
+        if isinstance(result, _Failure):
+            if isinstance(result.exc, Exception):
+                raise result.exc
+            raise WorkerFailed(result.exc)
+        return result
+
+    def _overrun_ended(self, fut: "asyncio.Future[Any]") -> None:
+        self.stats.overrunning -= 1
+        if not fut.cancelled():
+            fut.exception()  # mark retrieved: a late failure is not "never retrieved"
+
+    # ---- memory ---------------------------------------------------------------------------
+    def note_large_flow_done(self) -> None:
+        """A flow that carried a large body ended: its buffers are being released."""
+        if self._loop is not None and self._large_running == 0:
+            self._schedule_trim()
+
+    def _schedule_trim(self) -> None:
+        if self._trim is None or self._loop is None or self._loop.is_closed():
+            return
+        if self._trim_handle is not None:
+            self._trim_handle.cancel()  # debounce: trim once, after the burst
+        self._trim_handle = self._loop.call_later(self._trim_delay, self._start_trim)
+
+    def _start_trim(self) -> None:
+        self._trim_handle = None
+        if self._large_running or self._trim_running or self._loop is None:
+            return  # the next large inspection to end schedules another
+        self._trim_running = True
+        trim = self._trim
+        assert trim is not None
+
+        def done(_f: Any) -> None:
+            self._trim_running = False
+
+        # in a thread: trimming a large heap takes milliseconds the loop should not wait for
+        f = self._loop.run_in_executor(None, trim)
+        self.stats.trims += 1
+        f.add_done_callback(done)
+
+
+__all__ = ["Busy", "InspectionPool", "InspectionTimeout", "PoolStats", "WorkerFailed", "default_workers",
+           "malloc_trim"]
