@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAPPED = ["claude.ai", "files.oaiusercontent.com", "api.openai.com", "api.anthropic.com"]
-LISTEN = re.compile(r"HTTP\(S\) proxy listening at [^ ]*?:(\d+)\.")
+#: the banner's first line, printed only once the guard reported the addon loaded and configured
+#: (mitmdump's own "HTTP(S) proxy listening at" comes earlier, before exifguard is checked)
+LISTEN = re.compile(r"exifguard proxy: http://[^ ]*?:(\d+)  \(ready")
 
 
 @dataclass

@@ -13,33 +13,35 @@ from exifguard.proxy.hosts import HostSet
 
 
 def test_mitmdump_args_scope_and_safety(tmp_path):
+    from exifguard.cli import run
     hosts = HostSet.build(extra=["*.example.org"])
-    a = cli.build_mitmdump_args(host="127.0.0.1", port=8080, certs=tmp_path, hosts=hosts, constrained=True,
-                                audit_log=tmp_path / "a.jsonl", token="tok", mode="strip", on_error="block",
-                                extra_hosts=["*.example.org"], removed_hosts=[], passthrough=["--set", "x=1"])
+    a = run.build_mitmdump_args(host="127.0.0.1", port=8080, certs=tmp_path, hosts=hosts, constrained=True,
+                                exifguard_sets=["exifguard_hosts=*.example.org",
+                                                f"exifguard_audit_log={tmp_path / 'a.jsonl'}"],
+                                token="tok", passthrough=["--set", "x=1"], ready_file=tmp_path / "r.json",
+                                body_size_limit="268435456")
     assert a[:4] == ["--listen-host", "127.0.0.1", "--listen-port", "8080"]
     script = Path(a[a.index("-s") + 1])
-    assert script.is_file() and "make_addons" in script.read_text()
+    assert script.is_file() and "install()" in script.read_text()
     sets = [a[i + 1] for i, x in enumerate(a) if x == "--set"]
     for want in (f"confdir={tmp_path}", "upstream_cert=false", "connection_strategy=lazy", "onboarding=false",
                  "exifguard_hosts=*.example.org", f"exifguard_audit_log={tmp_path / 'a.jsonl'}",
-                 "exifguard_selftest_token=tok"):
+                 "exifguard_selftest_token=tok", f"exifguard_ready_file={tmp_path / 'r.json'}",
+                 "body_size_limit=268435456"):
         assert want in sets
     assert "exifguard_allow_remote=true" not in sets
     allow = [a[i + 1] for i, x in enumerate(a) if x == "--allow-hosts"]
     assert allow == hosts.allow_hosts() and "^(.+\\.)?example\\.org:443$" in allow
     assert a[-2:] == ["--set", "x=1"]  # passthrough last, unchanged
-    b = cli.build_mitmdump_args(host="0.0.0.0", port=1, certs=tmp_path, hosts=hosts, constrained=False,
-                                audit_log=None, token="", mode="audit", on_error="pass", extra_hosts=[],
-                                removed_hosts=[], passthrough=[], allow_remote=True)
+    b = run.build_mitmdump_args(host="0.0.0.0", port=1, certs=tmp_path, hosts=hosts, constrained=False,
+                                exifguard_sets=[], token="", passthrough=[])
     sets_b = [b[i + 1] for i, x in enumerate(b) if x == "--set"]
-    assert "upstream_cert=false" not in sets_b and "exifguard_allow_remote=true" in sets_b
+    assert "upstream_cert=false" not in sets_b
     assert not any(s.startswith("exifguard_audit_log") for s in sets_b)
     # mitmdump's own flow lines would print signed upload URLs: off unless asked for
     assert "flow_detail=0" in sets and "flow_detail=0" in sets_b
-    c = cli.build_mitmdump_args(host="127.0.0.1", port=1, certs=tmp_path, hosts=hosts, constrained=True,
-                                audit_log=None, token="", mode="strip", on_error="block", extra_hosts=[],
-                                removed_hosts=[], passthrough=["--set", "flow_detail=2"])
+    c = run.build_mitmdump_args(host="127.0.0.1", port=1, certs=tmp_path, hosts=hosts, constrained=True,
+                                exifguard_sets=[], token="", passthrough=["--set", "flow_detail=2"])
     assert [x for x in c if x.startswith("flow_detail")] == ["flow_detail=2"]
 
 
@@ -49,9 +51,15 @@ def test_mitmdump_found_and_certs_default():
     assert cli.default_certs_dir() == Path(__file__).resolve().parents[2] / "certs"
 
 
-def test_repo_addon_script_is_thin():
-    text = (Path(__file__).resolve().parents[2] / "addons" / "exifguard_addon.py").read_text()
-    assert "from exifguard.proxy.addon import make_addons" in text and "addons = make_addons()" in text
+def test_repo_addon_script_is_the_packaged_one():
+    """addons/exifguard_addon.py (hand-run mitmdump) and the script `exifguard run` passes share
+    their code: the guard's install() and the fail-closed fallback."""
+    root = Path(__file__).resolve().parents[2]
+    repo = (root / "addons" / "exifguard_addon.py").read_text()
+    packaged = cli.script_path().read_text()
+    body = lambda t: t[t.index('"""', 3) + 3:].strip()  # noqa: E731 - code after the docstring
+    assert body(repo) == body(packaged)
+    assert "from exifguard.proxy.guard import install" in repo and "addons = install()" in repo
 
 
 def test_run_options_lists_exifguard_options(capsys):

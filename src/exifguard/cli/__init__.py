@@ -15,8 +15,9 @@ from .. import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .locations import command_prefix
     parser = argparse.ArgumentParser(
-        prog="exifguard",
+        prog=command_prefix(),  # usage lines show what to type here (./scripts/exifguard in a checkout)
         description="Strip private metadata from photos before they reach AI chat services.",
     )
     parser.add_argument("--version", action="version", version=f"exifguard {__version__}")

@@ -12,36 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
-import subprocess
+import shlex
 import sys
 import time
 from pathlib import Path
 
-RUN_STATE = "run.json"
-AUDIT_NAME = "audit.jsonl"
-PAC_NAME = "proxy.pac"
+from .run import AUDIT_NAME, PAC_NAME, RUN_STATE  # noqa: F401 - re-exported
 
 
 # ---- locations --------------------------------------------------------------------------
-def repo_root() -> Path | None:
-    """The checkout this package runs from (src layout), or None for an installed package."""
-    root = Path(__file__).resolve().parents[3]
-    if (root / "pyproject.toml").is_file() and (root / "src" / "exifguard").is_dir():
-        return root
-    return None
-
-
-def default_certs_dir() -> Path:
-    env = os.environ.get("EXIFGUARD_CERTS")
-    if env:
-        return Path(env).expanduser()
-    root = repo_root()
-    if root is not None:
-        return root / "certs"
-    base = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "exifguard" / "certs"
+from .locations import command_prefix, default_certs_dir, repo_root  # noqa: E402,F401 - re-exported
 
 
 def mitmdump_command() -> list[str]:
@@ -53,8 +33,10 @@ def mitmdump_command() -> list[str]:
 
 
 def script_path() -> Path:
-    from ..proxy import mitmdump_script
-    return Path(mitmdump_script.__file__).resolve()
+    """The `mitmdump -s` script inside the package (found without importing it: importing
+    it installs the addons)."""
+    from .. import proxy as proxy_pkg
+    return (Path(proxy_pkg.__file__).resolve().parent / "mitmdump_script.py")
 
 
 def _hosts(args: argparse.Namespace):
@@ -63,16 +45,6 @@ def _hosts(args: argparse.Namespace):
         return HostSet.build(extra=args.add_host or (), remove=args.remove_host or ())
     except ValueError as exc:
         raise SystemExit(f"exifguard: {exc}") from None
-
-
-def _is_loopback_host(host: str) -> bool:
-    import ipaddress
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _add_host_args(p: argparse.ArgumentParser) -> None:
@@ -91,60 +63,12 @@ def _certs(args: argparse.Namespace) -> Path:
     return (args.certs or default_certs_dir()).expanduser().resolve()
 
 
+def _certs_opt(args: argparse.Namespace, certs: Path) -> str:
+    """` --certs DIR` for a printed command when the person chose a folder, else nothing."""
+    return "" if args.certs is None else f" --certs {shlex.quote(str(certs))}"
+
+
 # ---- run --------------------------------------------------------------------------------
-def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts, constrained: bool,
-                        audit_log: Path | None, token: str, mode: str, on_error: str,
-                        extra_hosts: list[str], removed_hosts: list[str],
-                        passthrough: list[str], allow_remote: bool = False) -> list[str]:
-    """The mitmdump argv (without the program) for `exifguard run`.
-
-    connection_strategy=lazy: with upstream_cert=false (needed by the constrained CA)
-    there is no upstream certificate to copy, so eager connecting buys only ALPN
-    mirroring; lazy opens the upstream connection when a request exists, which lets
-    `exifguard selftest` deliver to a local sink without contacting the real service
-    (mitmproxy translates HTTP/2 <-> HTTP/1.1 when the two sides differ).
-    """
-    a = ["--listen-host", host, "--listen-port", str(port), "-s", str(script_path()),
-         "--set", f"confdir={certs}", "--set", "connection_strategy=lazy",
-         "--set", "onboarding=false", "--set", f"exifguard_mode={mode}",
-         "--set", f"exifguard_on_error={on_error}"]
-    if constrained:
-        a += ["--set", "upstream_cert=false"]
-    for rx in hosts.allow_hosts():
-        a += ["--allow-hosts", rx]
-    for h in extra_hosts:
-        a += ["--set", f"exifguard_hosts={h}"]
-    for h in removed_hosts:
-        a += ["--set", f"exifguard_hosts_remove={h}"]
-    if audit_log is not None:
-        a += ["--set", f"exifguard_audit_log={audit_log}"]
-    if token:
-        a += ["--set", f"exifguard_selftest_token={token}"]
-    if allow_remote:
-        a += ["--set", "exifguard_allow_remote=true"]
-    if not any("flow_detail" in x for x in passthrough):
-        # mitmdump's per-flow lines print request URLs, and upload URLs carry signatures
-        # (Azure SAS `sig=`, S3 policies); exifguard's own line per image names host and
-        # path only.  `-- --set flow_detail=1` brings mitmdump's lines back.
-        a += ["--set", "flow_detail=0"]
-    return a + passthrough
-
-
-def _free_port(host: str) -> int:
-    import socket
-    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(fam, socket.SOCK_STREAM) as s:
-        s.bind((host if host not in ("", "localhost") else "127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _write_private_json(path: Path, data: dict) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        os.fchmod(f.fileno(), 0o600)
-        json.dump(data, f, indent=1)
-
-
 def dump_options(out=None) -> None:
     """Print mitmproxy's options *with* exifguard's (plain `mitmdump --options` prints them
     before any -s script is loaded, so it cannot show ours)."""
@@ -154,112 +78,30 @@ def dump_options(out=None) -> None:
     from mitmproxy.addons import default_addons
 
     from ..proxy.addon import make_addons
+    from ..proxy.guard import Guard
     loop = asyncio.new_event_loop()
     try:
         m = master.Master(options.Options(), event_loop=loop)
-        m.addons.add(*default_addons(), *make_addons())
+        m.addons.add(*default_addons(), *make_addons(), Guard())
         optmanager.dump_defaults(m.options, out or sys.stdout)
     finally:
         loop.close()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ..proxy import ca, pac
+    from . import run
     if args.options:
         dump_options()
         return 0
     certs = _certs(args)
-    hosts = _hosts(args)
-    if args.port == 0:  # pick one now so the banner, the PAC and selftest know it
-        args.port = _free_port(args.host)
-    info, created = ca.ensure_ca(certs, hosts.domains())
-    if created:
-        print(f"exifguard: created a new CA limited to the AI hosts: {info.cert_path}")
-    uncovered = [d for d in hosts.domains() if not info.covers(d)]
-    if uncovered:
-        print(f"exifguard: WARNING: the CA does not cover {', '.join(uncovered)}; browsers will "
-              "reject those sites. Recreate it: exifguard cert create --force "
-              + " ".join(f"--add-host {h}" for h in args.add_host or []) + ", then reinstall it.",
-              file=sys.stderr)
-    if not _is_loopback_host(args.host):
-        bar = "!" * 72
-        if args.allow_remote:
-            what = ("other machines CAN use this proxy (--allow-remote) and reach the AI services "
-                    "through it")
-        else:
-            what = ("clients that are not on this machine will still be refused (add --allow-remote "
-                    "to accept them)")
-        print(f"{bar}\nexifguard: WARNING: listening on {args.host}, not loopback: {what}.\n"
-              f"Use --host 127.0.0.1 unless you mean it.\n{bar}", file=sys.stderr, flush=True)
-    audit_log = None if args.no_audit_log else (args.audit_log or certs / AUDIT_NAME).expanduser()
-    token = secrets.token_urlsafe(24)
-    passthrough = list(args.mitmdump_args or [])
-    if passthrough and passthrough[0] == "--":
-        passthrough = passthrough[1:]
-    argv = mitmdump_command() + build_mitmdump_args(
-        host=args.host, port=args.port, certs=certs, hosts=hosts, constrained=info.constrained,
-        audit_log=audit_log, token=token, mode=args.mode, on_error=args.on_error,
-        extra_hosts=args.add_host or [], removed_hosts=args.remove_host or [], passthrough=passthrough,
-        allow_remote=args.allow_remote)
-    client_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-    proxy_addr = f"{client_host}:{args.port}"
-    pac_file = certs / PAC_NAME
-    pac_url = None
-    pac_srv = None
-    text = pac.pac_text(hosts, proxy_addr)
-    pac_file.write_text(text)
-    pac_port = args.port + 1 if args.pac_port is None else args.pac_port
-    if pac_port >= 0:
-        try:
-            pac_srv, pac_url = pac.serve(text, pac_port)
-        except OSError as exc:
-            print(f"exifguard: could not serve the PAC on 127.0.0.1:{pac_port} ({exc.strerror}); "
-                  "use the file, or --pac-port", file=sys.stderr)
-    print(f"exifguard proxy: http://{proxy_addr}  (HTTPS intercepted only for "
-          f"{len(hosts.entries)} AI upload hosts; everything else is tunnelled untouched)")
-    print(f"CA certificate:  {info.cert_path}  ({'limited to the AI domains' if info.constrained else 'UNCONSTRAINED'}"
-          f", expires {info.not_after.date()})")
-    print(f"  install it once: exifguard cert install{'' if args.certs is None else f' --certs {certs}'}"
-          "   (preview: --dry-run)")
-    print(f"PAC URL:         {pac_url or '(not served)'}   file: {pac_file}")
-    print("  Chromium, fail-closed even when exifguard is stopped: "
-          f"chromium --proxy-pac-url=\"$(exifguard pac --data-url --proxy {proxy_addr})\"")
-    if audit_log:
-        print(f"audit log:       {audit_log}")
-    print("check it works:  exifguard selftest" + ("" if args.certs is None else f" --certs {certs}")
-          + "      stop: Ctrl-C", flush=True)
-    state = certs / RUN_STATE
-    _write_private_json(state, {"proxy": proxy_addr, "selftest_token": token, "pid": os.getpid(),
-                                "pac_url": pac_url, "audit_log": str(audit_log) if audit_log else None})
-    proc = subprocess.Popen(argv)
-    prev_term = signal.getsignal(signal.SIGTERM)
 
-    def _term(signum, frame):  # forward `kill <pid>` to mitmdump, then exit
-        proc.send_signal(signal.SIGINT)
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, _term)
-    try:
-        rc = proc.wait()
-    except KeyboardInterrupt:
+    def hosts(extra: list[str], removed: list[str]):
+        from ..proxy.hosts import HostSet
         try:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-            rc = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            rc = proc.wait()
-        rc = 0 if rc in (0, -signal.SIGINT, 130) else rc
-        print("exifguard: stopped.", flush=True)
-    finally:
-        signal.signal(signal.SIGTERM, prev_term)
-        if pac_srv is not None:
-            pac_srv.shutdown()
-        try:
-            if json.loads(state.read_text()).get("pid") == os.getpid():
-                state.unlink()
-        except (OSError, ValueError):
-            pass
-    return rc
+            return HostSet.build(extra=extra, remove=removed)
+        except ValueError as exc:
+            raise run.RunError(str(exc), 2) from None
+    return run.cmd_run(args, certs, hosts)
 
 
 # ---- cert -------------------------------------------------------------------------------
@@ -277,13 +119,14 @@ def cmd_cert(args: argparse.Namespace) -> int:
                 else "UNCONSTRAINED (can sign for any site: guard its key)")
         print(f"created CA '{info.subject}', {kind}, expires {info.not_after.date()}")
         print(f"certificate: {info.cert_path}\nprivate key: {info.key_path} (mode 0600)")
-        print("install it:  exifguard cert install" + ("" if args.certs is None else f" --certs {certs}"))
+        print(f"install it:  {command_prefix()} cert install{_certs_opt(args, certs)}")
         return 0
     if args.action == "path":
         try:
             info = ca.load_ca(certs)
         except FileNotFoundError:
-            print(f"exifguard: no CA in {certs} yet (exifguard cert create)", file=sys.stderr)
+            print(f"exifguard: no CA in {certs} yet; create one:\n  {command_prefix()} cert create"
+                  f"{_certs_opt(args, certs)}", file=sys.stderr)
             return 1
         print(info.cert_path)
         return 0
@@ -310,7 +153,8 @@ def cmd_cert(args: argparse.Namespace) -> int:
               "restart the browser.")
     if target in ("nss", "auto") and sys.platform.startswith("linux") and args.action == "install" \
             and not args.nssdb:
-        print("# curl/Python/OpenSSL use the system store instead: exifguard cert install --target system")
+        print(f"# curl/Python/OpenSSL use the system store instead: {command_prefix()} cert install "
+              f"--target system{_certs_opt(args, certs)}")
     return rc
 
 
@@ -350,7 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ..proxy import audit
     path = (args.audit_log or _certs(args) / AUDIT_NAME).expanduser()
     if not path.exists():
-        print(f"exifguard: no audit log at {path} (exifguard run writes one)", file=sys.stderr)
+        print(f"exifguard: no audit log at {path} (`{command_prefix()} run` writes one)", file=sys.stderr)
         return 1
     s = audit.summarise(audit.read_records(path), include_selftest=args.include_selftest)
     print(json.dumps(s, indent=1) if args.json else audit.format_summary(s))
@@ -364,8 +208,8 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     try:
         state = json.loads((certs / RUN_STATE).read_text())
     except (OSError, ValueError):
-        print(f"exifguard: no running proxy found for {certs} (start it: exifguard run"
-              + ("" if args.certs is None else f" --certs {certs}") + ")", file=sys.stderr)
+        print(f"exifguard: no running proxy found for {certs}; start it:\n  {command_prefix()} run"
+              f"{_certs_opt(args, certs)}", file=sys.stderr)
         return 1
     try:
         info = ca.load_ca(certs)
@@ -388,8 +232,10 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     """Add the proxy subcommands to the `exifguard` parser."""
     p = sub.add_parser("run", help="start the cleaning proxy (mitmdump with the exifguard addon)",
-                       description="Start mitmdump with the exifguard addon. Arguments after -- go to "
-                                   "mitmdump unchanged.")
+                       description="Start mitmdump with the exifguard addon; report ready only once the "
+                                   "addon is loaded with valid options. Arguments after -- go to mitmdump. "
+                                   "An exifguard option may be given as a flag here or as --set after --, "
+                                   "not both with different values; unknown exifguard_* names are errors.")
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1; anything "
                    "else exposes the proxy to other machines)")
     p.add_argument("--allow-remote", action="store_true",
@@ -401,10 +247,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--no-audit-log", action="store_true", help="do not write an audit log")
     p.add_argument("--options", action="store_true",
                    help="print all mitmproxy options including exifguard_* ones, then exit")
-    p.add_argument("--mode", choices=["strip", "audit", "block"], default="strip",
+    p.add_argument("--mode", choices=["strip", "audit", "block"], default=None,
                    help="strip: clean images in flight (default); audit: log what would be removed "
                         "and forward unchanged; block: refuse every image upload")
-    p.add_argument("--on-error", choices=["block", "pass"], default="block",
+    p.add_argument("--on-error", choices=["block", "pass"], default=None,
                    help="an image that cannot be cleaned: block it with a 4xx (default) or pass it "
                         "unchanged with a warning")
     p.add_argument("--pac-port", type=int, default=None, metavar="PORT",
@@ -412,7 +258,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                         "port; -1: do not serve)")
     _add_host_args(p)
     p.add_argument("mitmdump_args", nargs=argparse.REMAINDER, metavar="-- MITMDUMP_ARGS",
-                   help="passed to mitmdump unchanged")
+                   help="passed to mitmdump (listen address, confdir and stream_large_bodies are "
+                        "exifguard run's; body_size_limit only smaller than 256m)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cert", help="create, install, uninstall or locate the CA certificate")
