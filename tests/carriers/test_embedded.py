@@ -478,3 +478,62 @@ def test_long_base64_without_images_passes_untouched():
     body = json.dumps({"blob": _b64(os.urandom(30_000)), "text": "x" * 5000}).encode()
     rw = rewrite(body, [("content-type", "application/json")])
     assert rw.body == body and rw.images == () and rw.blockers == ()
+
+
+# ---- compressed wrappers: searched by streamed inflation, blocked when they hold an image --
+
+def test_tar_gz_holding_a_photo_is_blocked():
+    import gzip
+    import tarfile
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        notes = b"trip notes " * 50
+        info = tarfile.TarInfo("notes.txt")
+        info.size = len(notes)
+        t.addfile(info, io.BytesIO(notes))
+        img = jpeg()
+        info = tarfile.TarInfo("IMG_20240512_142233.jpg")
+        info.size = len(img)
+        t.addfile(info, io.BytesIO(img))
+    rw = rewrite(gzip.compress(raw.getvalue()), [("content-type", "application/gzip")])
+    assert not forwarded(rw)
+    assert any("gzip stream" in (i.error or "") for i in rw.images)
+
+
+def test_plain_tar_holding_a_photo_is_cleaned_in_place():
+    import tarfile
+    raw = io.BytesIO()
+    img = jpeg()
+    with tarfile.open(fileobj=raw, mode="w") as t:
+        info = tarfile.TarInfo("IMG_1.jpg")
+        info.size = len(img)
+        t.addfile(info, io.BytesIO(img))
+    body = raw.getvalue()
+    rw = rewrite(body, [("content-type", "application/x-tar")])
+    assert_cleaned_in_place(body, rw)
+    with tarfile.open(fileobj=io.BytesIO(rw.body)) as t:  # header checksums still valid
+        assert canary.find(t.extractfile("IMG_1.jpg").read(), MARK) == []
+
+
+def test_gzip_of_text_passes():
+    import gzip
+    body = gzip.compress(b"just some log lines\n" * 1000)
+    rw = rewrite(body, [("content-type", "application/gzip")])
+    assert rw.body == body and rw.images == () and rw.blockers == ()
+
+
+def test_image_deep_inside_a_deflated_zip_entry_is_found():
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("report.pdf", pdf_with(jpeg(), "/DCTDecode"))
+    rw = rewrite(buf.getvalue(), [("content-type", "application/zip")])
+    assert not forwarded(rw)
+
+
+def test_inflation_is_capped_and_fails_closed():
+    from exifguard.carriers import wrappers
+    bomb = zlib.compress(bytes(8 << 20), 9)
+    fmt, why = wrappers.inflated_image(bomb, 0, len(bomb), 15, cap=1 << 20)
+    assert fmt is None and "more than 1048576 bytes" in why
+    fmt, why = wrappers.inflated_image(bomb, 0, len(bomb), 15)
+    assert (fmt, why) == (None, None)

@@ -402,3 +402,29 @@ def candidates(data: bytes, lo: int = 0, hi: int | None = None, *,
 def first_candidate(data: bytes, lo: int = 0, hi: int | None = None, *,
                     deadline: float | None = None) -> Candidate | None:
     return next(candidates(data, lo, hi, deadline=deadline), None)
+
+
+#: Loose raw magic bytes (for bodies we could not parse or will not inspect, where
+#: blocking on a weak sign is right).  WEBPVP8 and the JXL box name are checked for what
+#: precedes them; no alternative starts with zeros (the regex would try every position).
+_RAW_LOOSE = re.compile(rb"\xff\xd8\xff[\xc0-\xc3\xdb\xe0-\xef\xfe]|\x89PNG\r\n\x1a\n|GIF8[79]a|WEBPVP8"
+                        rb"|ftyp(?:heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)|JXL \r\n\x87\n")
+_RAW_BEFORE = {ord("W"): (8, b"RIFF"), ord("J"): (4, b"\x00\x00\x00\x0c")}
+
+
+def raw_signature(data: bytes, a: int = 0, b: int | None = None) -> str | None:
+    """The format of the first loose raw image signature starting in ``data[a:b]``, else None."""
+    b = len(data) if b is None else b
+    for m in _RAW_LOOSE.finditer(data, a, min(len(data), b + 16)):
+        i = m.start()
+        if i >= b:
+            return None
+        rule = _RAW_BEFORE.get(data[i])
+        if rule is not None and not (i >= rule[0] and data[i - rule[0]:i - rule[0] + len(rule[1])] == rule[1]):
+            continue
+        return _LOOSE_FORMAT[data[i]]
+    return None
+
+
+_LOOSE_FORMAT = {0xFF: "JPEG", 0x89: "PNG", ord("G"): "GIF", ord("W"): "WEBP", ord("f"): "HEIF",
+                 ord("J"): "JXL"}

@@ -27,11 +27,7 @@ _EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "HEIC": "heic
 #: How a base64 (or data URL) image's text can begin.  No alternative starts with a
 #: character class or zeros: those make the regex engine try every position.
 _B64_LOOSE = re.compile(rb"/9j/|_9j_|iVBORw0KGgo|R0lGOD[dl]h|UklGR|ZnR5cG|Z0eXB|SUkqA|TU0AK|ata:image/|ATA:IMAGE/")
-#: Raw magic bytes; WEBPVP8 and the JXL box name are checked for what precedes them.
-_RAW_LOOSE = re.compile(rb"\xff\xd8\xff[\xc0-\xc3\xdb\xe0-\xef\xfe]|\x89PNG\r\n\x1a\n|GIF8[79]a|WEBPVP8"
-                        rb"|ftyp(?:heic|heix|hevc|heim|heis|mif1|msf1|avif|avis)|JXL \r\n\x87\n")
-_LOOSE_BEFORE = {ord("W"): (8, (b"RIFF",)), ord("J"): (4, (b"\x00\x00\x00\x0c",)),
-                 ord("a"): (1, (b"d", b"D")), ord("A"): (1, (b"D", b"d"))}
+_LOOSE_BEFORE = {ord("a"): (1, (b"d", b"D")), ord("A"): (1, (b"D", b"d"))}
 
 
 def _loose_hit(pattern: re.Pattern[bytes], data: bytes, a: int, b: int) -> bool:
@@ -69,7 +65,7 @@ def signature_in(data: bytes, deadline: float | None = None) -> str | None:
     while a < hi:
         embedded.check_deadline(deadline)
         b = min(hi, a + embedded.WINDOW)
-        if _loose_hit(_RAW_LOOSE, data, a, b):
+        if embedded.raw_signature(data, a, b):
             return "raw image signature"
         if _loose_hit(_B64_LOOSE, data, a, b):
             return "base64 image signature"

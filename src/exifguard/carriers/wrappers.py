@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..engine.detect import sniff
-from .embedded import WINDOW, check_deadline, first_candidate
+from .embedded import WINDOW, check_deadline, first_candidate, raw_signature
 
 _LOCAL = b"PK\x03\x04"
 _CENTRAL = b"PK\x01\x02"
@@ -28,8 +28,6 @@ _DESCRIPTOR = b"PK\x07\x08"
 _LOCAL_FMT = struct.Struct("<4sHHHHHIIIHH")      # 30 bytes
 _CENTRAL_FMT = struct.Struct("<4sHHHHHHIIIHHHHHII")  # 46 bytes
 _IMAGE_NAME = re.compile(rb"(?i)\.(jpe?g|jfif|png|apng|gif|webp|hei[cf]|avif|tiff?|dng|bmp|jxl|cr[23]|nef|arw)$")
-#: Inflated bytes read from a compressed entry or stream to see whether it is an image.
-_PEEK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -92,11 +90,62 @@ def central_records(data: bytes, lo: int, hi: int, deadline: float | None = None
     return out
 
 
-def _inflated_head(data: bytes, start: int, end: int, wbits: int) -> bytes:
+#: Inflated bytes inspected at most per compressed stream (the inspection limit of a
+#: body): beyond it the stream is reported as not inspectable (a bomb, or too large).
+INFLATE_CAP = 256 * 1024 * 1024
+_IN_STEP = 256 * 1024
+_OUT_STEP = 1 << 20
+
+
+def inflated_image(data: bytes, start: int, end: int, wbits: int, deadline: float | None = None,
+                   cap: int = INFLATE_CAP) -> tuple[str | None, str | None]:
+    """Stream-inflate ``data[start:end]`` and look for an image anywhere in it.
+
+    Returns (format, why): the format of an image found (why None), or (None, why) when
+    the stream inflates past `cap` (it cannot be inspected), or (None, None) when it
+    holds no image or is not a valid stream.  Memory stays at a few MiB whatever the
+    ratio; zlib releases the GIL while it inflates.
+    """
+    d = zlib.decompressobj(wbits)
+    src = memoryview(data)[start:end]
+    pos = 0
+    produced = 0
+    tail = b""
     try:
-        return zlib.decompressobj(wbits).decompress(data[start:min(end, start + _PEEK)], _PEEK)
+        while True:
+            check_deadline(deadline)
+            if d.unconsumed_tail:
+                piece = d.decompress(d.unconsumed_tail, _OUT_STEP)
+            elif pos < len(src) and not d.eof:
+                piece = d.decompress(src[pos:pos + _IN_STEP], _OUT_STEP)
+                pos += _IN_STEP
+            else:
+                return None, None
+            if piece:
+                if produced == 0:
+                    fmt = sniff(piece)
+                    if fmt is not None:
+                        return fmt, None
+                produced += len(piece)
+                window = tail + piece
+                fmt = raw_signature(window)
+                if fmt is None:
+                    cand = first_candidate(window)
+                    fmt = cand.format if cand is not None else None
+                if fmt is not None:
+                    return fmt, None
+                tail = window[-64:]
+                if produced > cap:
+                    return None, f"it inflates to more than {cap} bytes and cannot be inspected"
+            elif d.eof or (pos >= len(src) and not d.unconsumed_tail):
+                return None, None
     except zlib.error:
-        return b""
+        return None, None
+    finally:
+        src.release()
+
+
+_GZIP = re.compile(rb"\x1f\x8b\x08[\x00-\x1f]")
 
 
 @dataclass(frozen=True)
@@ -121,10 +170,11 @@ def hidden_images(data: bytes, lo: int, hi: int, deadline: float | None = None) 
             if end is None and e.name in centrals:
                 end = min(hi, e.data_start + centrals[e.name].csize)
             end = hi if end is None else end
-            fmt = sniff(_inflated_head(data, e.data_start, end, -15)) if e.method == 8 else None
-            if fmt is not None or (e.method != 8 and _IMAGE_NAME.search(e.name)):
+            fmt, why = inflated_image(data, e.data_start, end, -15, deadline) if e.method == 8 else (None, None)
+            if fmt is not None or why is not None or (e.method != 8 and _IMAGE_NAME.search(e.name)):
                 out.append(Hidden("compressed zip entry", fmt, (e.header, end),
-                                  "an image inside a compressed zip entry cannot be cleaned in place"))
+                                  f"an image inside a compressed zip entry cannot be cleaned in place"
+                                  if why is None else f"a compressed zip entry: {why}"))
     if data.find(b"%PDF-", lo, hi) >= 0:
         for m in _find_all(data, b"stream", lo, hi, deadline):
             s = m + 6
@@ -137,11 +187,53 @@ def hidden_images(data: bytes, lo: int, hi: int, deadline: float | None = None) 
             head = data[max(lo, m - 512):m]
             if b"/FlateDecode" not in head[head.rfind(b"<<"):] if b"<<" in head else True:
                 continue
-            fmt = sniff(_inflated_head(data, s, hi, 15))
-            if fmt is not None:
-                out.append(Hidden("FlateDecode PDF stream", fmt, (m, min(hi, s + _PEEK)),
-                                  "an image inside a compressed PDF stream cannot be cleaned in place"))
+            fmt, why = inflated_image(data, s, hi, 15, deadline)
+            if fmt is not None or why is not None:
+                out.append(Hidden("FlateDecode PDF stream", fmt, (m, hi),
+                                  "an image inside a compressed PDF stream cannot be cleaned in place"
+                                  if why is None else f"a compressed PDF stream: {why}"))
+    # gzip members anywhere (a .tar.gz or .gz upload, a gzip file in a multipart part)
+    a = lo
+    while a < hi:
+        check_deadline(deadline)
+        b = min(hi, a + WINDOW)
+        for m in _GZIP.finditer(data, a, min(hi, b + 3)):
+            if m.start() >= b:
+                break
+            head = _gzip_header_end(data, m.start(), hi)
+            if head is None:
+                continue
+            fmt, why = inflated_image(data, head, hi, -15, deadline)
+            if fmt is not None or why is not None:
+                out.append(Hidden("gzip stream", fmt, (m.start(), hi),
+                                  "an image inside a gzip stream cannot be cleaned in place"
+                                  if why is None else f"a gzip stream: {why}"))
+                return out
+        a = b
     return out
+
+
+def _gzip_header_end(data: bytes, at: int, hi: int) -> int | None:
+    """Where the deflate data of a gzip member at `at` starts (RFC 1952), or None."""
+    if at + 10 > hi:
+        return None
+    flags = data[at + 3]
+    if data[at + 8] not in (0, 2, 4) or (data[at + 9] > 13 and data[at + 9] != 255):
+        return None
+    i = at + 10
+    if flags & 4:  # FEXTRA
+        if i + 2 > hi:
+            return None
+        i += 2 + (data[i] | data[i + 1] << 8)
+    for bit in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & bit:
+            z = data.find(b"\x00", i, min(hi, i + 65536))
+            if z < 0:
+                return None
+            i = z + 1
+    if flags & 2:  # FHCRC
+        i += 2
+    return i if i < hi else None
 
 
 def fix_zip_crcs(data: bytearray, changed: list[tuple[int, int]], lo: int, hi: int,
