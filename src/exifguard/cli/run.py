@@ -86,9 +86,18 @@ class Plan:
 def parse_passthrough(passthrough: list[str]) -> argparse.Namespace:
     """The arguments after `--`, parsed by mitmdump's own parser (same abbreviations, same
     grouping of repeated --set) so exifguard sees exactly what mitmdump will."""
-    from mitmproxy import options
+    import asyncio
+
+    from mitmproxy import master, options
+    from mitmproxy.addons import default_addons, dumper
     from mitmproxy.tools import cmdline
-    parser = cmdline.mitmdump(options.Options())
+    loop = asyncio.new_event_loop()
+    try:  # the addons' options (map_remote, ...) are flags too, as in mitmdump
+        m = master.Master(options.Options(), event_loop=loop)
+        m.addons.add(*default_addons(), dumper.Dumper())
+        parser = cmdline.mitmdump(m.options)
+    finally:
+        loop.close()
     parser.prog = "mitmdump arguments after --"
     try:
         return parser.parse_args(passthrough)

@@ -86,6 +86,15 @@ def option_specs(addons: Iterable[object] | None = None) -> OptManager:
     return om
 
 
+def _is_str_sequence(specs: OptManager, name: str) -> bool:
+    import collections.abc
+    import typing
+    for k, opt in specs.items():
+        if k == name:
+            return typing.get_origin(opt.typespec) is collections.abc.Sequence
+    return False
+
+
 def choices_of(specs: OptManager, name: str) -> list[str] | None:
     for k, opt in specs.items():
         if k == name:
@@ -98,7 +107,11 @@ def check_value(specs: OptManager, name: str, value: Any) -> Any:
     not enforce.  `value` is a list of `--set` strings or an already typed config.yaml value.
     Returns the typed value; raises ValueError with a message naming the option."""
     try:
-        if isinstance(value, _Strings):
+        if isinstance(value, _Strings) and _is_str_sequence(specs, name):
+            # mitmproxy 11 parses `--set` lists only for collections.abc.Sequence[str];
+            # a typing.Sequence[str] option would raise NotImplementedError there
+            specs.update(**{name: list(value.val)})
+        elif isinstance(value, _Strings):
             specs.set(*([f"{name}={v}" for v in value.val] or [name]))
         else:
             specs.update(**{name: value})
@@ -129,8 +142,8 @@ def check_deferred(options: Any, specs: OptManager) -> list[str]:
     """Validate the `exifguard*` values mitmproxy deferred until our addons exist.
 
     Bad ones are removed from `options.deferred` (so mitmproxy's own processing cannot
-    abort the script's registration) and returned as problems; good ones stay and are
-    applied by mitmproxy as usual.  Unknown `exifguard*` names are problems too:
+    abort the script's registration) and returned as problems; good ones stay, already
+    typed, and mitmproxy applies them as usual.  Unknown `exifguard*` names are problems too:
     mitmproxy would keep them deferred forever, silently.
     """
     deferred = getattr(options, "deferred", None)
@@ -145,7 +158,8 @@ def check_deferred(options: Any, specs: OptManager) -> list[str]:
             del deferred[name]
             continue
         try:
-            check_value(specs, name, _as_check_value(deferred[name]))
+            # typed now, so mitmproxy applies the value as is (no second parse)
+            deferred[name] = check_value(specs, name, _as_check_value(deferred[name]))
         except ValueError as exc:
             problems.append(str(exc))
             del deferred[name]
@@ -329,11 +343,11 @@ class Guard:
         """Run by hand (not by `exifguard run`): say loudly what exposes the user."""
         opts = ctx.options
         lines = []
-        host = str(opts.listen_host)
+        host = str(getattr(opts, "listen_host", ""))
         if not _is_loopback_listen(host):
             who = "EVERY interface" if host in ("", "0.0.0.0", "::") else host
             lines.append(f"this proxy listens on {who}, not only on loopback: other machines can reach "
-                         "it" + ("" if opts.exifguard_allow_remote else
+                         "it" + ("" if getattr(opts, "exifguard_allow_remote", False) else
                                  " (exifguard refuses them unless exifguard_allow_remote is set)")
                          + ". Use --listen-host 127.0.0.1.")
         try:
@@ -341,18 +355,29 @@ class Guard:
             info = load_ca(Path(str(opts.confdir)).expanduser())
             if not info.constrained:
                 lines.append(f"the CA in {info.directory} has NO name constraints: anyone with its key can "
-                             "impersonate any website to a browser that trusts it. `exifguard cert create "
-                             "--force` makes one limited to the AI domains.")
+                             "impersonate any website to a browser that trusts it. This makes one limited "
+                             f"to the AI domains (then reinstall it): {_cert_create_command(info.directory)}")
         except FileNotFoundError:
             lines.append(f"no CA found in {opts.confdir}: mitmproxy's default CA has no name constraints.")
         except Exception as exc:  # noqa: BLE001
             lines.append(f"could not read the CA in {opts.confdir} ({type(exc).__name__}).")
-        if not opts.body_size_limit:
+        if not getattr(opts, "body_size_limit", None):
             lines.append("no body_size_limit: mitmproxy buffers uploads of any size in memory "
                          "(exifguard run sets --set body_size_limit=256m).")
         if lines and not self.warned:
             self.warned = True
             log.warning(self._banner("exifguard WARNING: this mitmproxy set-up exposes you", lines))
+
+
+def _cert_create_command(confdir: Path) -> str:
+    """Printed as is, so it must run as printed (see exifguard.cli.locations)."""
+    import shlex
+    try:
+        from ..cli.locations import command_prefix  # a pure module: no cycle, no mitmproxy
+        prefix = command_prefix()
+    except Exception:  # noqa: BLE001 - the message matters more than the prefix
+        prefix = "exifguard"
+    return f"{prefix} cert create --force --certs {shlex.quote(str(confdir))}"
 
 
 def _running_master() -> Any:
