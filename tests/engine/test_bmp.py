@@ -16,6 +16,8 @@ from exifguard.engine.report import Findings, ScrubOptions
 from exifguard.engine.verify import bmp as verify_bmp
 from support import canary
 
+from . import icc_builders as ib
+
 
 def scrub(data: bytes, **kw: bool) -> ScrubResult:
     """The engine's path (walker, length check, verifier) for BMP.
@@ -86,13 +88,24 @@ def test_linked_profile_path_is_neutralised() -> None:
 
 
 def test_embedded_profile_kept_or_removed() -> None:
-    fake_icc = b"\0\0\0\x80" + MARK + bytes(128 - 4 - len(MARK))
-    data = v5_bmp(b"MBED", fake_icc)
+    data = v5_bmp(b"MBED", ib.srgb())
     kept = scrub(data)
     assert kept.data == data
     gone = scrub(data, keep_icc=False)
-    assert canary.find(gone.data, MARK) == []
+    assert b"acsp" not in gone.data
     assert decoded(gone.data) == decoded(data)
+
+
+def test_embedded_profile_that_is_not_icc_is_removed() -> None:
+    """Issue 11 §5: a kept colour profile must parse as ICC; text posing as one is removed."""
+    fake_icc = b"\0\0\0\x80" + MARK + bytes(128 - 4 - len(MARK))
+    data = v5_bmp(b"MBED", fake_icc)
+    res = scrub(data)
+    assert canary.find(res.data, MARK) == []
+    assert "BMP ICC profile" in [r.carrier for r in res.removed]
+    assert decoded(res.data) == decoded(data)
+    with pytest.raises(ScrubError, match="colour profile"):
+        verify_bmp.verify(data, ScrubOptions())
 
 
 def test_trailing_and_reserved_bytes_zeroed() -> None:

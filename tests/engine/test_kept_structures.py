@@ -508,3 +508,67 @@ def test_webp_real_icc_is_kept_and_fake_icc_neutralised() -> None:
     assert res.data[20] & 0x20 == 0
     with pytest.raises(ScrubError, match="ICCP"):
         webp_verify.verify(fake, ScrubOptions())
+
+
+# -- colour profiles elsewhere: HEIF colr, TIFF InterColorProfile, GIF ICCRGBG1012 --------------
+
+from exifguard.engine.verify import gif as gif_verify  # noqa: E402
+from exifguard.engine.verify import heif as heif_verify  # noqa: E402
+from exifguard.engine.verify import tiff as tiff_verify  # noqa: E402
+
+from . import test_gif as gifb  # noqa: E402
+from . import test_heif as heifb  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", [b"prof", b"rICC"])
+def test_heif_colr_profile_must_be_icc(kind: bytes) -> None:
+    real = heifb.build_heif(extra_props=heifb.box(b"colr", kind + ib.srgb()))
+    res = scrub(real)
+    assert ib.srgb() in res.data and ("colour profile", "HEIF colr ICC") in [(k.what, k.detail) for k in res.kept]
+    heif_verify.verify(res.data, ScrubOptions())
+    fake = heifb.build_heif(extra_props=heifb.box(b"colr", kind + ib.text_posing_as_profile(CANARY)))
+    res = scrub(fake)
+    assert canary.find(res.data, CANARY) == [] and len(res.data) == len(fake)
+    assert "ICC profile" in [r.carrier for r in res.removed]
+    assert scrub(res.data).data == res.data
+    # the verifier on its own: a cleaned file whose kept profile is swapped for text
+    clean = scrub(real).data
+    at = clean.index(ib.srgb())
+    swapped = clean[:at] + (ib.text_posing_as_profile(CANARY) * 4)[:len(ib.srgb())] + clean[at + len(ib.srgb()):]
+    with pytest.raises(ScrubError, match="colour profile"):
+        heif_verify.verify(swapped, ScrubOptions())
+
+
+def _tiff(profile: bytes) -> bytes:
+    im = Image.new("RGB", (8, 6), (10, 120, 200))
+    buf = io.BytesIO()
+    im.save(buf, "TIFF", icc_profile=profile)
+    return buf.getvalue()
+
+
+def test_tiff_icc_tag_must_be_icc() -> None:
+    real = _tiff(ib.srgb())
+    res = scrub(real)
+    assert ib.srgb() in res.data
+    assert ("colour profile", "TIFF ICC_Profile tag") in [(k.what, k.detail) for k in res.kept]
+    tiff_verify.verify(res.data, ScrubOptions())
+    fake = _tiff(ib.text_posing_as_profile(CANARY))
+    res = assert_clean(fake)
+    assert "TIFF ICC profile" in [r.carrier for r in res.removed]
+    with pytest.raises(ScrubError, match="colour profile"):
+        tiff_verify.verify(fake, ScrubOptions())
+
+
+def test_gif_icc_extension_must_be_icc_and_only_one() -> None:
+    real = gifb._app(b"ICCRGBG1012", ib.srgb())
+    fake = gifb._app(b"ICCRGBG1012", ib.text_posing_as_profile(CANARY))
+    for exts, kept in (([real], True), ([fake], False), ([real, real], True)):
+        data = gifb._splice(gifb._gif(1, loop=None), exts)
+        res = scrub(data)
+        assert canary.find(res.data, CANARY) == [] and len(res.data) == len(data)
+        assert res.data.count(b"ICCRGBG1012") == int(kept)
+        assert scrub(res.data).data == res.data
+        gif_verify.verify(res.data, ScrubOptions())
+        if exts != [real]:
+            with pytest.raises(ScrubError, match="ICC|colour profile"):
+                gif_verify.verify(data, ScrubOptions())

@@ -5,7 +5,8 @@ What can leak, and what we do (same length, in place):
 * A BITMAPV5HEADER with a *linked* colour profile (`CSType = 'LINK'`) stores a local
   file **path** (often `C:\\Users\\<name>\\...`).  The path is zeroed and the header
   switched to sRGB with no profile.
-* An embedded ICC profile (`'MBED'`) is kept (keep_icc) or neutralised the same way.
+* An embedded ICC profile (`'MBED'`) is kept (keep_icc, and only when it is a
+  well-formed ICC profile, `engine.icc`) or neutralised the same way.
 * Bytes no structure references (gaps before the pixel array, data appended after the
   image or after the profile) and the two reserved header words are zeroed.
 * BMPs that wrap a JPEG or PNG stream (compression 4/5) are refused: those streams have
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import struct
 
+from .. import icc
 from ..errors import ScrubError
 from ..report import Findings, ScrubOptions
 
@@ -93,7 +95,8 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         findings.remove("BMP reserved header fields", 6, 4)
         out[6:10] = bytes(4)
     if profile is not None:
-        if cstype == PROFILE_EMBEDDED and options.keep_icc:
+        if cstype == PROFILE_EMBEDDED and options.keep_icc \
+                and icc.problem(data[profile[0]:profile[1]]) is None:
             spans.append(profile)
             findings.keep("colour profile", "BMP embedded ICC profile")
         else:

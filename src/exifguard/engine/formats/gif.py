@@ -7,8 +7,9 @@ finally the trailer `3B`.
 
 Kept: image descriptors and their data, the Graphic Control Extension (`21 F9`),
 the looping application extensions `NETSCAPE2.0` / `ANIMEXTS1.0` (their loop
-sub-block only; other sub-block payloads are zeroed), `ICCRGBG1012` when ICC is
-kept, and the trailer.
+sub-block only; other sub-block payloads are zeroed), the first `ICCRGBG1012` when
+ICC is kept and its sub-blocks hold one well-formed ICC profile (`engine.icc`), and
+the trailer.
 
 Everything else (comments, XMP, plain text, other application extensions,
 unknown labels) is rewritten in place as *neutral padding* of exactly the same
@@ -29,6 +30,7 @@ Bytes after the trailer are zero-filled (or dropped in compact mode).
 
 from __future__ import annotations
 
+from .. import icc
 from ..errors import ScrubError
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
@@ -103,8 +105,16 @@ def _all_zero(data: bytes, blocks: list[tuple[int, int]]) -> bool:
     return all(all_zero(data, o, o + s) for o, s in blocks)
 
 
-def _ident_name(ident: bytes) -> str:
-    return "".join(chr(b) if 0x20 <= b < 0x7F else "?" for b in ident)
+# Application identifiers known by name.  The 8-byte identifier and 3-byte code are
+# free text a writer chooses (it could be a person's name), and the carrier name reaches
+# the logs, so any other identifier is reported without it.
+_KNOWN_APPS = {_XMP: "XMP DataXMP", _ICC: "ICCRGBG1012", b"MGK8BIM0000": "MGK8BIM0000",
+               b"MGKIPTC0000": "MGKIPTC0000", b"MGKIPTC": "MGKIPTC"}
+
+
+def _app_name(ident: bytes) -> str:
+    known = _KNOWN_APPS.get(bytes(ident))
+    return f"GIF application {known}" if known else "GIF application"
 
 
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
@@ -142,6 +152,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
 
     trailer = -1
     images = 0
+    icc_kept = False
     while p < n:
         intro = data[p]
         walk.tick()
@@ -190,8 +201,14 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                     findings.remove(f"GIF application {ident.decode()} (extra bytes)", start, end - start)
                 findings.keep("animation", ident.decode())
                 continue
-            if ident == _ICC and options.keep_icc:
-                findings.keep("colour profile", "GIF ICCRGBG1012")
+            if ident == _ICC:
+                profile = b"".join(data[o:o + k] for o, k in rest)
+                if options.keep_icc and not icc_kept and icc.problem(profile) is None:
+                    icc_kept = True
+                    findings.keep("colour profile", "GIF ICCRGBG1012")
+                    continue
+                # not a profile, a second one, or not wanted
+                neutralise(start, end, "ICC profile", ("ICC_Profile",))
                 continue
             if ident == _PAD_ID and _all_zero(data, rest):
                 if not options.preserve_length:
@@ -201,7 +218,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 raw = data[blocks[0][0] + blocks[0][1]:end]
                 neutralise(start, end, "GIF XMP", tuple(xmp_property_names(raw)))
             else:
-                neutralise(start, end, f"GIF application {_ident_name(ident)}")
+                neutralise(start, end, _app_name(ident))
             continue
         if label == 0xFE:
             if _all_zero(data, blocks):

@@ -23,7 +23,8 @@ its exact size and gets neutral content (§4):
 * A box we do not keep -> renamed `free` (same size) and its payload zeroed.
 * Unreferenced bytes inside `mdat`/`idat` and bytes after the last box -> zeros.
 
-`colr` with an ICC profile is kept when `keep_icc` (the default); otherwise the
+`colr` with an ICC profile is kept when `keep_icc` (the default) and the profile is a
+well-formed ICC profile (`engine.icc`: a text or XMP "profile" is not); otherwise the
 property box is renamed `free` and zeroed (colours then fall back to the codec's
 defaults, which is what the caller asked for).  `nclx` is always kept.
 
@@ -38,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import icc
 from ..errors import ScrubError
 from ..exif import find_tiff_header, minimal_tiff, read_tiff
 from ..report import Findings, ScrubOptions
@@ -351,7 +353,8 @@ def _ipco(w: _Walk, ipco: Box) -> None:
         elif box.type == b"colr":
             ctype = bytes(w.data[box.body:box.body + 4])
             if ctype in (b"prof", b"rICC"):
-                if w.options.keep_icc:
+                # kept only when it is what it claims: one well-formed ICC profile
+                if w.options.keep_icc and icc.problem(bytes(w.data[box.body + 4:box.end])) is None:
                     w.findings.keep("colour profile", "HEIF colr ICC")
                 else:
                     _blank_box(w, box, "ICC profile")

@@ -32,6 +32,7 @@ import bisect
 import struct
 from dataclasses import dataclass, field
 
+from .. import icc
 from ..errors import ScrubError
 from ..exif import tag_name
 from ..xmp import xmp_property_names
@@ -356,7 +357,10 @@ class _Scrubber:
                 return False
             return 1 <= self.r.u(e.field_at, _TYPE_SIZES[e.type]) <= 8
         if e.tag == ICC:
-            return self.options.keep_icc
+            # kept only when it is what it claims: one well-formed ICC profile
+            if not self.options.keep_icc or e.value_at is None or e.size is None:
+                return False
+            return icc.problem(self.r.data[e.value_at:e.value_at + e.size]) is None
         return False
 
     def map_image_data(self, ifd: _Ifd, compression: int | None) -> None:

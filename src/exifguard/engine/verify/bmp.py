@@ -1,12 +1,13 @@
 """Independent check of a cleaned BMP: no linked profile path, no embedded JPEG/PNG,
 zero reserved words, and nothing but zeros outside header, masks, palette, pixel array
-and (when allowed) an embedded ICC profile."""
+and (when allowed) an embedded ICC profile that is a well-formed ICC profile."""
 
 from __future__ import annotations
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from .._bytes import all_zero
+from . import _icc
 
 
 def _u32(b: bytes, at: int) -> int:
@@ -56,6 +57,9 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             if not options.keep_icc:
                 raise ScrubError("BMP ICC profile present though keep_icc is off")
             off, size = _u32(clean, 14 + 112), _u32(clean, 14 + 116)
+            if 14 + off + size > len(clean):
+                raise ScrubError("BMP ICC profile lies outside the file")
+            _icc.check(bytes(clean[14 + off:14 + off + size]), "BMP")
             regions.append((14 + off, 14 + off + size))
     at = 0
     for a, b in sorted(regions):

@@ -4,7 +4,8 @@ Accepts only: header + logical screen descriptor + colour tables, image blocks,
 Graphic Control Extensions whose first sub-block carries at most the 4 defined
 bytes (anything beyond, and any later sub-block, zero), `NETSCAPE2.0` /
 `ANIMEXTS1.0` holding at most a loop sub-block (`01` + count) and otherwise
-zeros, `ICCRGBG1012` only when ICC is kept, and our neutral padding: Comment
+zeros, one `ICCRGBG1012` only when ICC is kept and only holding a well-formed ICC
+profile, and our neutral padding: Comment
 extensions or Application Extensions with an all-zero identifier whose sub-blocks
 are all zeros.  After the trailer only zeros may follow.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from .._bytes import all_zero
+from . import _icc
 
 
 class _Reader:
@@ -53,6 +55,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     r = _Reader(clean, options.max_structures)
     at = 13 + _table(clean[10])
     frames = 0
+    profiles = 0
     while True:
         if at >= len(clean):
             raise ScrubError("no trailer")
@@ -88,8 +91,10 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
                 if _nonzero(rest):
                     raise ScrubError(f"looping extension at {where} carries extra bytes")
             elif ident == b"ICCRGBG1012":
-                if not options.keep_icc:
-                    raise ScrubError("ICC profile extension present although ICC is not kept")
+                if not options.keep_icc or profiles:
+                    raise ScrubError("ICC profile extension present although ICC is not kept, or twice")
+                profiles += 1
+                _icc.check(b"".join(rest), "GIF ICCRGBG1012")
             elif ident == bytes(11):
                 if _nonzero(rest):
                     raise ScrubError(f"padding extension at {where} is not all zeros")

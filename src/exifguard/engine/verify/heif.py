@@ -4,7 +4,8 @@ Passes only when:
 * the top level holds ftyp (first), one meta, mdat, and free/skip boxes with zero
   payloads, followed by nothing but zeros;
 * meta holds only the structural boxes, the handler is `pict` with a blank name;
-* every item property is one a renderer needs (ICC only with keep_icc);
+* every item property is one a renderer needs (ICC only with keep_icc, and only as a
+  well-formed ICC profile);
 * every item is a coded/derived image, or an Exif item holding exactly an empty TIFF
   and zeros, or an XMP item holding exactly the empty packet and spaces, or any other
   item whose payload is all zeros;
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
+from . import _icc
 from ._boxes import B, Counter, all_zero, top_level, u, walk
 
 _PIXEL_ITEMS = {b"hvc1", b"hvt1", b"lhv1", b"av01", b"avc1", b"vvc1", b"vvi1", b"evc1", b"j2k1", b"jpeg",
@@ -124,9 +126,10 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
                 if prop.kind not in _PROPS:
                     raise ScrubError(f"item property '{prop.kind!r}' is not allowed")
                 _padding_ok(buf, prop)
-                if prop.kind == b"colr" and buf[prop.payload:prop.payload + 4] in (b"prof", b"rICC") \
-                        and not options.keep_icc:
-                    raise ScrubError("an ICC profile is left although keep_icc is off")
+                if prop.kind == b"colr" and buf[prop.payload:prop.payload + 4] in (b"prof", b"rICC"):
+                    if not options.keep_icc:
+                        raise ScrubError("an ICC profile is left although keep_icc is off")
+                    _icc.check(bytes(buf[prop.payload + 4:prop.end]), "HEIF colr")
         elif box.kind not in (b"ipma", b"free", b"skip"):
             raise ScrubError(f"iprp child '{box.kind!r}' is not allowed")
 

@@ -6,7 +6,8 @@ Written apart from the walker on purpose.  It accepts the output only if:
   strictly ascending order, with no pointer to an Exif, GPS or Interop directory and
   no XMP/IPTC/Photoshop/maker-note/GeoTIFF tag;
 * no page after the first is a reduced-resolution preview or thumbnail;
-* Orientation appears only when allowed (and with a sane value), ICC only when allowed;
+* Orientation appears only when allowed (and with a sane value), ICC only when allowed
+  and only as a well-formed ICC profile;
 * every byte that no kept structure references is zero (no stale or appended data);
 * embedded JPEG streams carry no APPn/COM segment before the scan except APP14 "Adobe"
   and all-zero APP15 padding.
@@ -19,6 +20,7 @@ import struct
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from .._bytes import all_zero
+from . import _icc
 
 _RENDERING = frozenset([254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279,
                         280, 281, 282, 283, 284, 290, 291, 296, 301, 317, 318, 319, 320, 321, 322,
@@ -165,6 +167,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
                 allowed = options.keep_orientation and 1 <= value <= 8
             elif tag == 34675:
                 allowed = options.keep_icc
+                if allowed:
+                    _icc.check(bytes(clean[where:where + nbytes]), "TIFF ICC tag")
             elif 512 <= tag <= 521:
                 allowed = comp == 6
             if not allowed:
