@@ -61,34 +61,54 @@ class ProxyProc:
         return self.proc.returncode
 
 
-def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None,
-                extra: list[str] | None = None) -> ProxyProc:
-    certs = certs or tmp / "certs"
-    audit = tmp / "audit.jsonl"
-    hosts = "|".join(re.escape(h) for h in MAPPED)
-    argv = [sys.executable, "-m", "exifguard.cli", "run", "--certs", str(certs), "--port", "0",
-            "--audit-log", str(audit), *run_args, "--",
-            "--set", f"ssl_verify_upstream_trusted_ca={sink_cert}",
-            "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/", *(extra or [])]
+def clean_env() -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for k in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY", "all_proxy"):
         env.pop(k, None)
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    pp = ProxyProc(proc, certs, audit)
+    return env
+
+
+def spawn_run(args: list[str], certs: Path, audit: Path | None = None, *, cwd: Path | None = None,
+              python_code: str | None = None) -> ProxyProc:
+    """`exifguard run ARGS` (or `python -c CODE` that runs it) with its output collected."""
+    argv = [sys.executable, "-c", python_code] if python_code else [sys.executable, "-m", "exifguard.cli", "run"]
+    proc = subprocess.Popen([*argv, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=clean_env(), cwd=cwd)
+    pp = ProxyProc(proc, certs, audit or certs / "audit.jsonl")
 
     def pump() -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
             pp.lines.append(line.rstrip("\n"))
     threading.Thread(target=pump, daemon=True).start()
-    end = time.monotonic() + 60
+    return pp
+
+
+def wait_banner(pp: ProxyProc, timeout: float = 90) -> bool:
+    """True once the ready banner is out (pp.port set); False if `run` ended first."""
+    end = time.monotonic() + timeout
     while time.monotonic() < end:
         m = LISTEN.search(pp.output())
-        if m:
+        if m and "stop: Ctrl-C" in pp.output():
             pp.port = int(m.group(1))
-            return pp
-        if proc.poll() is not None:
-            break
+            return True
+        if pp.proc.poll() is not None:
+            time.sleep(0.2)  # let the pump read the last lines
+            return False
         time.sleep(0.05)
+    return False
+
+
+def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None,
+                extra: list[str] | None = None, cwd: Path | None = None) -> ProxyProc:
+    certs = certs or tmp / "certs"
+    audit = tmp / "audit.jsonl"
+    hosts = "|".join(re.escape(h) for h in MAPPED)
+    args = ["--certs", str(certs), "--port", "0", "--audit-log", str(audit), *run_args, "--",
+            "--set", f"ssl_verify_upstream_trusted_ca={sink_cert}",
+            "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/", *(extra or [])]
+    pp = spawn_run(args, certs, audit, cwd=cwd)
+    if wait_banner(pp):
+        return pp
     pp.stop()
     raise RuntimeError("exifguard run did not start:\n" + pp.output())

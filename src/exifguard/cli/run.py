@@ -329,8 +329,9 @@ class Signals:
 
 # ---- readiness --------------------------------------------------------------------------
 def wait_ready(proc: subprocess.Popen, ready_file: Path, sigs: Signals,
-               timeout: float = READY_TIMEOUT_S) -> dict[str, Any] | None:
+               timeout: float | None = None) -> dict[str, Any] | None:
     """The guard's readiness record, None if stopped by a signal; RunError otherwise."""
+    timeout = READY_TIMEOUT_S if timeout is None else timeout
     deadline = time.monotonic() + timeout
     while True:
         if sigs.received:
