@@ -572,3 +572,36 @@ def test_gif_icc_extension_must_be_icc_and_only_one() -> None:
         if exts != [real]:
             with pytest.raises(ScrubError, match="ICC|colour profile"):
                 gif_verify.verify(data, ScrubOptions())
+
+
+# -- names in reports and errors never quote free payload bytes ----------------------------------
+
+def test_gif_unknown_application_identifier_is_not_quoted() -> None:
+    ident = b"JaneDoe+155"  # 8-byte identifier + 3-byte code, both free text
+    data = gifb._splice(gifb._gif(1, loop=None), [gifb._app(ident, b"0100 " + CANARY)])
+    res = scrub(data)
+    assert "GIF application" in [r.carrier for r in res.removed]
+    assert "JaneDoe" not in report_text(res) and canary.find(res.data, CANARY) == []
+
+
+def test_webp_type_codes_outside_letters_and_digits_are_shown_in_hex() -> None:
+    base = webp_parts(webp_image(lossless=True, icc_profile=ib.srgb()))
+    data = webp_join(base + [riff_chunk(b"J+1\x00", CANARY)])
+    res = scrub(data)
+    assert "WebP 0x4A2B3100" in [r.carrier for r in res.removed]
+    # an overrunning chunk is refused; the message shows the code in hex too
+    bad = webp_join(base) + b"J+1\x00" + struct.pack("<I", 999) + CANARY
+    bad = bad[:4] + struct.pack("<I", len(bad) - 8) + bad[8:]
+    with pytest.raises(ScrubError) as exc:
+        scrub(bad)
+    assert "J+1" not in str(exc.value) and "0x4A2B3100" in str(exc.value)
+
+
+def test_heif_box_and_item_types_outside_letters_and_digits_are_shown_in_hex() -> None:
+    items = [(1, b"hvc1", b"", heifb.IMAGE, 0), (2, b"J+1!", b"", CANARY, 0)]
+    data = heifb.build_heif(items=items, tail=b"")
+    data = data + heifb.box(b"Ja$e", CANARY)
+    res = scrub(data)
+    carriers = [r.carrier for r in res.removed]
+    assert "HEIF 0x4A2B3121 item" in carriers and "HEIF box 0x4A612465" in carriers
+    assert "J+1!" not in report_text(res) and "Ja$e" not in report_text(res)

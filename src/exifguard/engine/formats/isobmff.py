@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..errors import ScrubError
+from .._bytes import type_code
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +39,8 @@ class Box:
 
 
 def printable_type(t: bytes) -> str:
-    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in t)
+    """A box type for reports and errors: letters, digits and spaces as they are, else hex."""
+    return type_code(t)
 
 
 def is_fourcc(t: bytes) -> bool:

@@ -36,7 +36,7 @@ from ..exif import find_tiff_header, minimal_tiff, read_tiff, valid_orientation
 from ..report import Findings, ScrubOptions
 from ..xmp import xmp_orientation, xmp_property_names
 from ._splice import Splice
-from .._bytes import all_zero
+from .._bytes import all_zero, type_code
 
 _IMAGE = (b"VP8 ", b"VP8L")
 _ANMF_KEEP = frozenset({b"ALPH", b"VP8 ", b"VP8L"})
@@ -68,8 +68,8 @@ class _Chunk:
 
 
 def _name(fourcc: bytes) -> str:
-    """Printable chunk name for the report (never raw control bytes)."""
-    return "".join(chr(b) if 0x20 <= b < 0x7F else f"\\x{b:02x}" for b in fourcc).rstrip()
+    """Printable chunk name for the report (letters, digits and spaces only, else hex)."""
+    return type_code(fourcc).rstrip()
 
 
 def _walk(data: bytes, start: int, stop: int, budget: list[int], where: str) -> list[_Chunk]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ..errors import ScrubError
-from .._bytes import all_zero  # noqa: F401 - re-exported for the box verifiers
+from .._bytes import all_zero, type_code  # noqa: F401 - re-exported for the box verifiers
 
 
 class B(NamedTuple):
@@ -64,7 +64,7 @@ def walk(buf: bytes, start: int, end: int, counter: Counter, *, top: bool = Fals
         elif size == 0 and top:
             size = end - at
         if size < head or at + size > end:
-            raise ScrubError(f"box '{kind!r}' does not fit its container")
+            raise ScrubError(f"box '{type_code(kind)}' does not fit its container")
         out.append(B(kind, at, head, at + size))
         at += size
     return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 from ..errors import ScrubError
 from ..report import ScrubOptions
 from . import _icc
-from ._boxes import B, Counter, all_zero, top_level, u, walk
+from ._boxes import B, Counter, all_zero, top_level, type_code, u, walk
 
 _PIXEL_ITEMS = {b"hvc1", b"hvt1", b"lhv1", b"av01", b"avc1", b"vvc1", b"vvi1", b"evc1", b"j2k1", b"jpeg",
                 b"unci", b"mski", b"grid", b"iden", b"iovl", b"tmap"}
@@ -54,7 +54,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         elif box.kind in (b"free", b"skip"):
             _padding_ok(buf, box)
         elif box.kind != b"ftyp":
-            raise ScrubError(f"top-level box '{box.kind!r}' is not allowed")
+            raise ScrubError(f"top-level box '{type_code(box.kind)}' is not allowed")
     if len(metas) != 1:
         raise ScrubError("not exactly one meta box")
     meta = metas[0]
@@ -63,11 +63,11 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     kids: dict[bytes, B] = {}
     for box in walk(buf, meta.payload + 4, meta.end, counter):
         if box.kind not in _META_CHILDREN:
-            raise ScrubError(f"meta child '{box.kind!r}' is not allowed")
+            raise ScrubError(f"meta child '{type_code(box.kind)}' is not allowed")
         _padding_ok(buf, box)
         if box.kind not in (b"free", b"skip"):
             if box.kind in kids:
-                raise ScrubError(f"duplicate meta child '{box.kind!r}'")
+                raise ScrubError(f"duplicate meta child '{type_code(box.kind)}'")
             kids[box.kind] = box
     hdlr = kids.get(b"hdlr")
     if hdlr is None or buf[hdlr.payload + 8:hdlr.payload + 12] != b"pict":
@@ -124,14 +124,14 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
         if box.kind == b"ipco":
             for prop in walk(buf, box.payload, box.end, counter):
                 if prop.kind not in _PROPS:
-                    raise ScrubError(f"item property '{prop.kind!r}' is not allowed")
+                    raise ScrubError(f"item property '{type_code(prop.kind)}' is not allowed")
                 _padding_ok(buf, prop)
                 if prop.kind == b"colr" and buf[prop.payload:prop.payload + 4] in (b"prof", b"rICC"):
                     if not options.keep_icc:
                         raise ScrubError("an ICC profile is left although keep_icc is off")
                     _icc.check(bytes(buf[prop.payload + 4:prop.end]), "HEIF colr")
         elif box.kind not in (b"ipma", b"free", b"skip"):
-            raise ScrubError(f"iprp child '{box.kind!r}' is not allowed")
+            raise ScrubError(f"iprp child '{type_code(box.kind)}' is not allowed")
 
 
 def _cstr_end(buf: bytes, at: int, end: int) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
-from ._boxes import Counter, all_zero, top_level
+from ._boxes import Counter, all_zero, top_level, type_code
 
 _SIG = b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a"
 _ALLOWED = {b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp", b"jxli", b"free", b"skip"}
@@ -29,7 +29,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     codestream = False
     for box in boxes[1:]:
         if box.kind not in _ALLOWED or box.kind == b"JXL ":
-            raise ScrubError(f"box '{box.kind!r}' is not allowed")
+            raise ScrubError(f"box '{type_code(box.kind)}' is not allowed")
         if box.kind in (b"free", b"skip") and not all_zero(clean, box.payload, box.end):
             raise ScrubError("a free box still holds data")
         codestream = codestream or box.kind in (b"jxlc", b"jxlp")

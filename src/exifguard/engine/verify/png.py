@@ -15,7 +15,7 @@ import zlib
 
 from ..errors import ScrubError
 from ..report import ScrubOptions
-from .._bytes import all_zero
+from .._bytes import all_zero, type_code
 from . import _icc
 
 _SIG = bytes((0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A))
@@ -99,13 +99,13 @@ class _Order:
         if ctype in (b"PLTE", b"tRNS", b"iCCP", b"acTL"):
             self.counts[ctype] = self.counts.get(ctype, 0) + 1
             if self.counts[ctype] > 1:
-                raise ScrubError(f"more than one {ctype!r} chunk")
+                raise ScrubError(f"more than one {type_code(ctype)} chunk")
             if self.data_state:
-                raise ScrubError(f"{ctype!r} chunk after the image data")
+                raise ScrubError(f"{type_code(ctype)} chunk after the image data")
             if ctype == b"acTL":
                 self.animated = True
         elif ctype in (b"fcTL", b"fdAT") and not self.animated:
-            raise ScrubError(f"{ctype!r} chunk in a PNG that declares no animation")
+            raise ScrubError(f"{type_code(ctype)} chunk in a PNG that declares no animation")
 
 
 def _check_iccp(payload: bytes, options: ScrubOptions) -> None:
@@ -147,7 +147,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         payload = clean[pos + 8:pos + 8 + length]
         stored_crc = _be32(clean, pos + 8 + length)
         if zlib.crc32(ctype + payload) & 0xFFFFFFFF != stored_crc:
-            raise ScrubError(f"chunk {ctype!r} has a bad CRC")
+            raise ScrubError(f"chunk {type_code(ctype)} has a bad CRC")
         if count == 0 and ctype != b"IHDR":
             raise ScrubError("the first chunk is not IHDR")
         count += 1
@@ -156,7 +156,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         if ctype in allowed:
             rule = _SIZE_RULES.get(ctype)
             if rule is not None and not rule(length):
-                raise ScrubError(f"chunk {ctype!r} has an unexpected size {length}")
+                raise ScrubError(f"chunk {type_code(ctype)} has an unexpected size {length}")
             order.check(ctype)
             if ctype == b"iCCP":
                 _check_iccp(payload, options)
@@ -177,6 +177,6 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
                 raise ScrubError("eXIf chunk present although orientation was not to be kept")
             _check_exif(payload)
             continue
-        raise ScrubError(f"chunk type {ctype!r} is not allowed in clean output")
+        raise ScrubError(f"chunk type {type_code(ctype)} is not allowed in clean output")
     if not all_zero(clean, pos):
         raise ScrubError("non-zero bytes after IEND")
