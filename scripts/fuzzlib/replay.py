@@ -1,0 +1,116 @@
+"""Regression files: export a minimised finding into tests/fuzz/regressions, and replay them.
+
+Layout: tests/fuzz/regressions/<target>/<name>.bin (the image for the engine, the request
+body for carriers) plus <name>.json: what was found, the request line and headers for
+carriers, and "status": "open" (bug not fixed yet: the replay test expects the failure)
+or "fixed" (the invariant must hold).
+
+Export refuses inputs that may hold a real person's metadata: findings that started from
+a corpus file, and any file with a printable run of 8+ bytes that no generated seed holds
+(splices can carry corpus bytes into a generated input).  Describe those instead.
+
+    python -m fuzzlib.replay export FINDING_DIR NAME [--status open|fixed]
+    python -m fuzzlib.replay check [FILE.bin ...]     (all regression files by default)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from . import seeds
+from .invariants import Guard, Violation, check_carriers, check_engine
+
+REGRESSIONS = seeds.REPO / "tests" / "fuzz" / "regressions"
+_PRINTABLE = re.compile(rb"[\x20-\x7e]{8,}")
+
+
+def _generated_text() -> bytes:
+    from .mutate import TOKENS
+    return b"\n".join([s.data for s in seeds.generated()] + list(TOKENS) + [seeds.MARK])
+
+
+def foreign_text(data: bytes) -> list[bytes]:
+    """Printable runs (8+ bytes) that appear in no generated seed: possibly corpus bytes."""
+    known = _generated_text()
+    return [m.group(0) for m in _PRINTABLE.finditer(data) if m.group(0) not in known]
+
+
+def export(finding: Path, name: str, status: str, force: bool = False) -> Path:
+    info = json.loads((finding / "info.json").read_text())
+    if info.get("from_corpus") and not force:
+        raise SystemExit("refusing: this finding started from a corpus file (describe it instead)")
+    target = info["target"]
+    data = (finding / ("min-body.bin" if target == "carriers" else "min.bin")).read_bytes()
+    odd = foreign_text((finding / "min.bin").read_bytes())  # the image (a body adds wrapper text)
+    if odd and not force:
+        raise SystemExit(f"refusing: {len(odd)} printable run(s) not from generated seeds (corpus splice?)")
+    dest = REGRESSIONS / target
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / f"{name}.bin").write_bytes(data)
+    meta = {"kind": info["kind"], "signature": info["signature"], "message": info["message"],
+            "status": status, "mode": info.get("mode", "")}
+    if target == "carriers":
+        r = info["request"]
+        meta.update({"method": r["method"], "url": r["url"], "headers": r["headers"], "shape": r["shape"]})
+    (dest / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return dest / f"{name}.bin"
+
+
+def cases() -> list[Path]:
+    return sorted(REGRESSIONS.glob("*/*.bin"))
+
+
+def replay(path: Path, guard: Guard | None = None) -> list[Violation]:
+    """Every invariant violation this regression file still shows (review-only kinds excluded)."""
+    meta_path = path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    data = path.read_bytes()
+    markers = (seeds.MARK,)
+    if path.parent.name == "carriers":
+        headers = [tuple(h) for h in meta.get("headers", [])]
+        out = check_carriers(meta.get("method", "POST"), meta.get("url", "https://claude.ai/upload"),
+                             headers, data, markers, guard, True, meta.get("shape", ""))
+        found = out.violations
+        images = out.accepted_images
+    else:
+        eo = check_engine(data, markers, guard)
+        found = eo.violations
+        images = [(f, o) for f, o, m in eo.accepted if m == "preserve"]
+    from . import oracle
+    if oracle.available():
+        for fmt, img in images:
+            tags = oracle.leaks_of(fmt, img, markers)
+            if tags:
+                found.append(Violation(path.parent.name, "exiftool", f"exiftool:{fmt}:{tags[0]}",
+                                       f"ExifTool reads privacy tags: {', '.join(tags[:5])}"))
+    return [v for v in found if not v.review_only]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m fuzzlib.replay")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("export")
+    e.add_argument("finding", type=Path)
+    e.add_argument("name")
+    e.add_argument("--status", choices=("open", "fixed"), default="open")
+    e.add_argument("--force", action="store_true")
+    c = sub.add_parser("check")
+    c.add_argument("files", nargs="*", type=Path)
+    a = p.parse_args(argv)
+    if a.cmd == "export":
+        print(export(a.finding, a.name, a.status, a.force))
+        return 0
+    bad = 0
+    for f in a.files or cases():
+        vs = replay(f)
+        print(f"{f.parent.name}/{f.name}: " + ("ok" if not vs else "; ".join(v.message for v in vs)))
+        bad += bool(vs)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Make scripts/fuzzlib importable for the fuzz tests (it lives with scripts/fuzz, not in src)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
