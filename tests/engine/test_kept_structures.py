@@ -84,7 +84,9 @@ def test_jpeg_valid_dac_is_kept_in_an_arithmetic_frame_and_bogus_dac_refused() -
     dac = jb.segment(0xCC, bytes([0x00, 0x10, 0x10, 0x05]))  # DC0: L=0,U=1; AC0: K=5
     data = _as_arithmetic(jb.splice(jb.base_jpeg(), [dac]))
     res = scrub(data)
-    assert res.data == data and res.removed == ()
+    # the DAC stays; the Huffman tables mean nothing in an arithmetic frame and go
+    assert dac in res.data
+    assert {r.carrier for r in res.removed} == {"unused DHT"}
     jpeg_verify.verify(res.data, ScrubOptions())
     with pytest.raises(ScrubError, match="does not match"):
         scrub(_as_arithmetic(jb.splice(jb.base_jpeg(), [_exif_as(0xCC)])))
@@ -605,3 +607,40 @@ def test_heif_box_and_item_types_outside_letters_and_digits_are_shown_in_hex() -
     carriers = [r.carrier for r in res.removed]
     assert "HEIF 0x4A2B3121 item" in carriers and "HEIF box 0x4A612465" in carriers
     assert "J+1!" not in report_text(res) and "Ja$e" not in report_text(res)
+
+
+# -- JPEG: tables no scan decodes with ---------------------------------------------------------
+
+def _dht_table(cls: int, ident: int, symbols: bytes) -> bytes:
+    counts = bytearray(16)
+    counts[7] = len(symbols)  # all codes 8 bits long
+    return bytes([cls << 4 | ident]) + bytes(counts) + symbols
+
+
+@pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
+def test_jpeg_unused_tables_carrying_text_are_neutralised(progressive: bool) -> None:
+    base = jb.base_jpeg(progressive=progressive)
+    unused_dqt = jb.segment(0xDB, b"\x03" + (CANARY * 4)[:64])          # table 3: no component uses it
+    unused_dht = jb.segment(0xC4, _dht_table(1, 3, CANARY * 2))           # AC table 3: no scan uses it
+    data = jb.splice(base, [unused_dqt, unused_dht])
+    # and a mixed segment: a used table followed by an unused one, plus a table redefined after
+    # the last scan (nothing decodes with it any more)
+    at = data.index(b"\xff\xc4")
+    n = struct.unpack_from(">H", data, at + 2)[0]
+    mixed = jb.segment(0xC4, data[at + 4:at + 2 + n] + _dht_table(0, 2, bytes(range(12)) + CANARY[:4]))
+    data = data[:at] + mixed + data[at + 2 + n:]
+    eoi = data.rindex(b"\xff\xd9")
+    data = data[:eoi] + jb.segment(0xDB, b"\x00" + (CANARY * 4)[:64]) + data[eoi:]
+    res = assert_clean(data)
+    assert {r.carrier for r in res.removed} == {"unused DQT", "unused DHT"}
+    jpeg_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="used by no scan"):
+        jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_jpeg_corpus_like_tables_all_used_stay_byte_identical() -> None:
+    for progressive in (False, True):
+        for mode in ("RGB", "L"):
+            data = jb.base_jpeg(progressive=progressive, mode=mode)
+            res = scrub(data)
+            assert not any(r.carrier.startswith("unused") for r in res.removed)

@@ -381,6 +381,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     # Frame type and colour profile, decided before any segment is written: DAC may
     # precede the frame header, and ICC is one profile spread over many segments.
     arithmetic = _frame_is_arithmetic(segs)
+    tables = _tables(data, walk.items, arithmetic)
     icc_ok = options.keep_icc and _icc_ok(data, segs)
 
     # Pass 2: decide each segment; collect the output pieces.  Both modes assemble the
@@ -414,6 +415,18 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             # not what it claims (e.g. an Exif block whose marker byte was changed).
             keep = False
             carrier = "marker 0xFFCC"
+        elif m in (0xDB, 0xC4) and not any(t.used for t in tables[s]):
+            keep = False  # defines only tables no scan decodes with
+            carrier = "unused DQT" if m == 0xDB else "unused DHT"
+        elif m in (0xDB, 0xC4) and not all(t.used for t in tables[s]):
+            seg = bytearray(data[s:e])
+            for t in tables[s]:
+                if not t.used:
+                    seg[t.start - s:t.end - s] = _neutral_table(t, data)
+            if bytes(seg) != data[s:e]:
+                findings.remove("unused DQT" if m == 0xDB else "unused DHT", s, e - s)
+            pieces.append(bytes(seg))
+            continue
         elif m in _KEEP or m == _SOS:
             if not _structure_ok(m, pl):
                 raise _err(f"is corrupt: segment 0xFF{m:02X} at offset {s} does not match its length")
@@ -480,6 +493,103 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         if preserve:
             pieces.append(bytes(n - at))
     return b"".join(pieces)
+
+
+_PROGRESSIVE_SOF = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
+_LOSSLESS_SOF = frozenset({0xC3, 0xC7, 0xCB, 0xCF})
+
+
+@dataclass(slots=True)
+class _Table:
+    start: int   # absolute offset of the table's class/id byte
+    end: int
+    dht: bool
+    used: bool = False
+
+
+def _tables(data: bytes, items: list[tuple[str, int, int, int]], arithmetic: bool) -> dict[int, list[_Table]]:
+    """Every DQT/DHT table definition (by segment start) and whether a scan uses it.
+
+    A table that no scan decodes with is not rendering data, yet it is up to 128
+    arbitrary bytes (DHT symbols can be any byte values): a hiding place.  The rules
+    follow the decoder: a component's quantisation table is latched when the component's
+    first scan starts (later redefinitions change nothing); Huffman tables are read at
+    each scan that uses them - DC and AC in a sequential scan, DC only in a progressive
+    DC-first or lossless scan, AC only in a progressive AC scan, none in a DC refinement
+    scan or in an arithmetic-coded frame.
+    """
+    found: dict[int, list[_Table]] = {}
+    dqt: dict[int, _Table] = {}
+    dht: dict[tuple[int, int], _Table] = {}
+    quant_of: dict[int, int] = {}   # component id -> quantisation table id (from SOF)
+    latched: set[int] = set()
+    kind = 0
+    for what, m, s, e in items:
+        if what != "seg":
+            continue
+        pl = data[s + 4:e]
+        if m in (0xDB, 0xC4):
+            if not _structure_ok(m, pl):
+                raise _err(f"is corrupt: segment 0xFF{m:02X} at offset {s} does not match its length")
+            i = 0
+            tabs = found.setdefault(s, [])
+            while i < len(pl):
+                if m == 0xDB:
+                    size = 1 + (128 if pl[i] >> 4 else 64)
+                else:
+                    size = 17 + sum(pl[i + 1:i + 17])
+                t = _Table(s + 4 + i, s + 4 + i + size, m == 0xC4)
+                tabs.append(t)
+                if m == 0xDB:
+                    dqt[pl[i] & 15] = t
+                else:
+                    dht[(pl[i] >> 4, pl[i] & 15)] = t
+                i += size
+        elif m in _SOF and _structure_ok(m, pl):
+            kind = m
+            quant_of = {pl[6 + 3 * k]: pl[8 + 3 * k] for k in range(pl[5])}
+        elif m == _SOS and _structure_ok(m, pl):
+            ns = pl[0]
+            ss, ah = pl[1 + 2 * ns], pl[3 + 2 * ns] >> 4
+            for k in range(ns):
+                comp, sel = pl[1 + 2 * k], pl[2 + 2 * k]
+                if comp not in latched and comp in quant_of:
+                    latched.add(comp)
+                    if quant_of[comp] in dqt:
+                        dqt[quant_of[comp]].used = True
+                if arithmetic:
+                    continue
+                wanted: list[tuple[int, int]] = []
+                if kind in _LOSSLESS_SOF:
+                    wanted = [(0, sel >> 4)]
+                elif kind in _PROGRESSIVE_SOF:
+                    if ss == 0:
+                        wanted = [(0, sel >> 4)] if ah == 0 else []
+                    else:
+                        wanted = [(1, sel & 15)]
+                else:
+                    wanted = [(0, sel >> 4), (1, sel & 15)]
+                for key in wanted:
+                    if key in dht:
+                        dht[key].used = True
+    return found
+
+
+def _neutral_table(t: _Table, data: bytes) -> bytes:
+    """An unused table rewritten with the same class/id and size but no content: DQT
+    values all 1; DHT the same symbol count, all codes 16 bits long, symbols zero."""
+    head = data[t.start]
+    size = t.end - t.start
+    if not t.dht:
+        body = b"\x01" * 64 if size == 65 else b"\x00\x01" * 64
+        return bytes([head]) + body
+    symbols = size - 17
+    counts = bytearray(16)
+    if symbols == 256:
+        counts[14], counts[15] = 1, 255
+    else:
+        counts[15] = symbols
+    return bytes([head]) + bytes(counts) + bytes(symbols)
 
 
 def _frame_is_arithmetic(segs: list[tuple[int, int, int]]) -> bool:

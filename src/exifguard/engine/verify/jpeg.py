@@ -2,7 +2,7 @@
 
 Accepts only:
 * SOI first; DQT and DHT naming real tables (precision 0/1, class 0/1, id 0..3) that
-  fill them exactly, DRI, DNL (4-byte payload-less form), at most one SOFn, SOS with
+  fill them exactly, where every table no scan decodes with holds only neutral content, DRI, DNL (4-byte payload-less form), at most one SOFn, SOS with
   its scan data, stray RSTn, EOI; DAC only with valid entries and only when the frame
   is arithmetic-coded;
 * one JFIF APP0 whose thumbnail width, height and bytes (all after the first 12) are zero;
@@ -134,16 +134,90 @@ def _finish(frames: list[int], dac_at: list[int], icc: list[bytes], options: Scr
         _icc.check(_icc.jpeg_profile(icc, "JPEG"), "JPEG")
 
 
+class _Ledger:
+    """Which DQT/DHT table definitions some scan actually decodes with.
+
+    Kept apart from the walker's bookkeeping on purpose.  Quantisation tables count
+    when a component's first scan latches them; Huffman tables when a scan reads them
+    (sequential: DC and AC; progressive DC-first and lossless: DC; progressive AC: AC;
+    DC refinement and arithmetic frames: none).  A definition nothing uses must hold
+    the neutral content the walker writes (DQT values all 1; DHT all codes 16 bits long
+    with zero symbols), so it carries nothing.
+    """
+
+    def __init__(self, clean: bytes) -> None:
+        self.clean = clean
+        self.defs: list[list] = []           # [offset, size, is_dht, used]
+        self.current: dict[tuple[int, int, int], list] = {}  # (is_dht, class, id) -> def
+        self.sof = 0
+        self.qsel: dict[int, int] = {}
+        self.started: set[int] = set()
+
+    def define(self, code: int, at: int, body: bytes) -> None:
+        k = 0
+        while k < len(body):
+            hi, lo = body[k] >> 4, body[k] & 0x0F
+            size = (65 if hi == 0 else 129) if code == 0xDB else 17 + sum(body[k + 1:k + 17])
+            entry = [at + 4 + k, size, code == 0xC4, False]
+            self.defs.append(entry)
+            self.current[(int(code == 0xC4), hi if code == 0xC4 else 0, lo)] = entry
+            k += size
+
+    def frame(self, code: int, body: bytes) -> None:
+        self.sof = code
+        self.qsel = {body[6 + 3 * c]: body[8 + 3 * c] for c in range(body[5])}
+
+    def scan(self, body: bytes) -> None:
+        count = body[0]
+        spectral_start = body[1 + 2 * count]
+        refining = body[3 + 2 * count] >> 4
+        arithmetic = self.sof in _ARITHMETIC_FRAMES
+        for c in range(count):
+            comp, sel = body[1 + 2 * c], body[2 + 2 * c]
+            if comp not in self.started:
+                self.started.add(comp)
+                self._mark((0, 0, self.qsel.get(comp, -1)))
+            if arithmetic:
+                continue
+            if self.sof in (0xC3, 0xC7):
+                uses = [(1, 0, sel >> 4)]
+            elif self.sof in (0xC2, 0xC6):
+                uses = [(1, 1, sel & 0x0F)] if spectral_start else ([(1, 0, sel >> 4)] if not refining else [])
+            else:
+                uses = [(1, 0, sel >> 4), (1, 1, sel & 0x0F)]
+            for key in uses:
+                self._mark(key)
+
+    def _mark(self, key: tuple[int, int, int]) -> None:
+        if key in self.current:
+            self.current[key][3] = True
+
+    def check(self) -> None:
+        for at, size, is_dht, used in self.defs:
+            if used:
+                continue
+            table = self.clean[at + 1:at + size]
+            if is_dht:
+                n = size - 17
+                want = bytes(14) + (bytes([1, 255]) if n == 256 else bytes([0, n])) + bytes(n)
+            else:
+                want = b"\x01" * 64 if size == 65 else b"\x00\x01" * 64
+            if table != want:
+                raise _fail(f"table at {at} is used by no scan yet holds data")
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     frames: list[int] = []
     dac_at: list[int] = []
     icc: list[bytes] = []
-    _walk(clean, options, frames, dac_at, icc)
+    ledger = _Ledger(clean)
+    _walk(clean, options, frames, dac_at, icc, ledger)
     _finish(frames, dac_at, icc, options)
+    ledger.check()
 
 
 def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[int],
-          icc: list[bytes]) -> None:
+          icc: list[bytes], ledger: _Ledger) -> None:
     n = len(clean)
     if n < 4 or clean[:2] != b"\xff\xd8":
         raise _fail("output does not start with SOI")
@@ -187,8 +261,13 @@ def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[i
                 if not _dac_entries_ok(payload):
                     raise _fail(f"DAC segment at {i} holds impossible conditioning values")
                 dac_at.append(i)
-            elif code not in (0xC4, 0xDB, 0xDD, 0xDA):
+            elif code in (0xC4, 0xDB):
+                ledger.define(code, i, payload)
+            elif code == 0xDA:
+                ledger.scan(payload)
+            elif code != 0xDD:
                 frames.append(code)
+                ledger.frame(code, payload)
         elif code == 0xDC:
             if seg_len != 4:
                 raise _fail(f"DNL segment at {i} has an unexpected length")
