@@ -100,11 +100,14 @@ def wait_banner(pp: ProxyProc, timeout: float = 90) -> bool:
 
 
 def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None,
-                extra: list[str] | None = None, cwd: Path | None = None) -> ProxyProc:
+                extra: list[str] | None = None, cwd: Path | None = None, audit_flag: bool = True) -> ProxyProc:
+    """`exifguard run` in front of the sink; `audit_flag=False` leaves out --audit-log (for tests
+    that set exifguard_audit_log after --)."""
     certs = certs or tmp / "certs"
     audit = tmp / "audit.jsonl"
     hosts = "|".join(re.escape(h) for h in MAPPED)
-    args = ["--certs", str(certs), "--port", "0", "--audit-log", str(audit), *run_args, "--",
+    args = ["--certs", str(certs), "--port", "0", *(["--audit-log", str(audit)] if audit_flag else []),
+            *run_args, "--",
             "--set", f"ssl_verify_upstream_trusted_ca={sink_cert}",
             "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/", *(extra or [])]
     pp = spawn_run(args, certs, audit, cwd=cwd)
