@@ -644,3 +644,35 @@ def test_jpeg_corpus_like_tables_all_used_stay_byte_identical() -> None:
             data = jb.base_jpeg(progressive=progressive, mode=mode)
             res = scrub(data)
             assert not any(r.carrier.startswith("unused") for r in res.removed)
+
+
+# -- PNG: sizes and chunks the colour type decides (fuzz findings E1, E1b) ------------------------
+
+@pytest.mark.parametrize("mode,extra,gone", [
+    ("RGB", png_chunk(b"tRNS", b"Exif\0\0" + CANARY), b"tRNS"),       # type 2 tRNS is 6 bytes
+    ("RGB", png_chunk(b"PLTE", (CANARY * 3)[:36]), b"PLTE"),           # suggested palette
+    ("L", png_chunk(b"PLTE", (CANARY * 3)[:36]), b"PLTE"),             # forbidden in greyscale
+    ("RGB", png_chunk(b"bKGD", CANARY[:2]), b"bKGD"),                  # type 2 bKGD is 6 bytes
+    ("RGB", png_chunk(b"sBIT", CANARY[:4]), b"sBIT"),                  # type 2 sBIT is 3 bytes
+])
+def test_png_chunks_the_colour_type_does_not_allow_are_neutralised(mode: str, extra: bytes, gone: bytes) -> None:
+    im = Image.new(mode, (9, 5), 120 if mode == "L" else (10, 200, 30))
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    data = png_insert(buf.getvalue(), [extra])
+    res = scrub(data)
+    assert gone not in png_types(res.data) and len(res.data) == len(data)
+    assert canary.find(res.data, CANARY[:2] if gone in (b"bKGD",) else CANARY[:4]) == []
+    assert pixels(res.data) == pixels(data)
+    png_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="colour type|palette"):
+        png_verify.verify(data, ScrubOptions())
+
+
+def test_png_right_sized_colour_chunks_are_kept() -> None:
+    im = Image.new("RGB", (9, 5), (10, 200, 30))
+    buf = io.BytesIO()
+    im.save(buf, "PNG", transparency=(10, 200, 30))
+    data = png_insert(buf.getvalue(), [png_chunk(b"bKGD", bytes(6)), png_chunk(b"sBIT", b"\x08\x08\x08")])
+    assert scrub(data).data == data
+    png_verify.verify(data, ScrubOptions())

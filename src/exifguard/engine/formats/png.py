@@ -457,6 +457,21 @@ def _put(out: _Out, c: _Chunk, chunk: bytes, options: ScrubOptions) -> None:
 
 _IMAGE_DATA_STEP = 1 << 20
 
+# Sizes that depend on the IHDR colour type (PNG 3rd ed. §11.3): 0 grey, 2 truecolour,
+# 3 indexed, 4 grey+alpha, 6 truecolour+alpha.  libpng ignores these chunks at any other
+# size ("invalid"), so dropping them changes nothing a decoder shows.
+_SIZE_BY_COLOUR: dict[bytes, dict[int, int]] = {
+    b"tRNS": {0: 2, 2: 6},            # type 3: 1..palette entries; types 4/6: not allowed
+    b"bKGD": {0: 2, 4: 2, 2: 6, 6: 6, 3: 1},
+    b"sBIT": {0: 1, 2: 3, 3: 3, 4: 2, 6: 4},
+}
+
+
+def _size_fits(ctype: bytes, length: int, colour_type: int, palette: int) -> bool:
+    if ctype == b"tRNS" and colour_type == 3:
+        return 1 <= length <= palette
+    return _SIZE_BY_COLOUR[ctype].get(colour_type) == length
+
 
 def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
     """Kept-type chunks that stand where no decoder uses them: index -> why.
@@ -473,6 +488,8 @@ def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
     while run_end < len(chunks) and chunks[run_end].ctype == b"IDAT":
         run_end += 1
     animated = any(c.ctype == b"acTL" for c in chunks[:first])
+    colour_type = data[chunks[0].data_start + 9]
+    palette = next((c.length // 3 for c in chunks if c.ctype == b"PLTE"), 0)
     out: dict[int, str] = {}
     seen: set[bytes] = set()
     stray: list[int] = []
@@ -490,6 +507,12 @@ def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
             out[idx] = "<second copy>"
         elif t in (b"fcTL", b"fdAT") and not animated:
             out[idx] = "<not animated>"
+        elif t == b"PLTE" and colour_type != 3:
+            # a suggested palette (truecolour) or a forbidden one (greyscale): no decoder
+            # draws with it, and its 3n bytes are free-form
+            out[idx] = "<not used by this colour type>"
+        elif t in _SIZE_BY_COLOUR and not _size_fits(t, c.length, colour_type, palette):
+            out[idx] = "<wrong size for the colour type>"
         seen.add(t)
     if stray:
         if not _stream_complete(data, chunks[first:run_end]):

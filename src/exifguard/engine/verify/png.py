@@ -82,7 +82,13 @@ class _Order:
     """Where the kept chunks stand: one PLTE/tRNS/iCCP/acTL, all before the image data;
     IDAT in one unbroken run; fcTL/fdAT only in a file an acTL declared animated."""
 
+    # exact sizes per colour type; None: the chunk may not appear with that colour type
+    _BY_COLOUR = {b"tRNS": (2, None, 6, None, None, None, None), b"bKGD": (2, None, 6, 1, 2, None, 6),
+                  b"sBIT": (1, None, 3, 3, 2, None, 4)}
+
     def __init__(self) -> None:
+        self.colour = -1
+        self.entries = 0
         self.counts: dict[bytes, int] = {}
         self.data_state = 0  # 0: no IDAT yet, 1: in the IDAT run, 2: after it
         self.animated = False
@@ -106,6 +112,21 @@ class _Order:
                 self.animated = True
         elif ctype in (b"fcTL", b"fdAT") and not self.animated:
             raise ScrubError(f"{type_code(ctype)} chunk in a PNG that declares no animation")
+        if ctype == b"PLTE" and self.colour != 3:
+            raise ScrubError("PLTE chunk in a PNG that is not palette-based")
+
+    def sized(self, ctype: bytes, length: int) -> None:
+        """tRNS, bKGD and sBIT must have the size the colour type gives them."""
+        if ctype not in self._BY_COLOUR:
+            return
+        if ctype == b"tRNS" and self.colour == 3:
+            ok = 1 <= length <= self.entries
+        else:
+            table = self._BY_COLOUR[ctype]
+            want = table[self.colour] if 0 <= self.colour < len(table) else None
+            ok = want is not None and want == length
+        if not ok:
+            raise ScrubError(f"{type_code(ctype)} chunk size does not fit the colour type")
 
 
 def _check_iccp(payload: bytes, options: ScrubOptions) -> None:
@@ -153,11 +174,16 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         count += 1
         pos += 12 + length
         order.see(ctype)
+        if ctype == b"IHDR" and length == 13:
+            order.colour = payload[9]
+        if ctype == b"PLTE":
+            order.entries = length // 3
         if ctype in allowed:
             rule = _SIZE_RULES.get(ctype)
             if rule is not None and not rule(length):
                 raise ScrubError(f"chunk {type_code(ctype)} has an unexpected size {length}")
             order.check(ctype)
+            order.sized(ctype, length)
             if ctype == b"iCCP":
                 _check_iccp(payload, options)
             if ctype == b"IEND":
