@@ -108,6 +108,14 @@ class Server:
         self.active = 0
         self.buffered = 0
         self.read_timeout = READ_TIMEOUT
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    async def close_connections(self) -> None:
+        """Stop serving every open connection (at shutdown)."""
+        tasks = [t for t in self.tasks if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # ---- framing helpers ---------------------------------------------------------------
     def _headers(self, close: bool = False) -> list[tuple[str, str]]:
@@ -133,6 +141,9 @@ class Server:
             writer.close()
             return
         self.active += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
         try:
             await self._serve(_Conn(reader, self.read_timeout), writer)
         except (_Closed, ConnectionError):
@@ -145,6 +156,8 @@ class Server:
                 pass
         finally:
             self.active -= 1
+            if task is not None:
+                self.tasks.discard(task)
             try:
                 writer.close()
             except Exception:  # noqa: BLE001
@@ -244,6 +257,7 @@ class Server:
 
     async def _answer(self, writer: asyncio.StreamWriter, req: ICAPRequest, head: HTTPHead, body: bytes,
                       v: Verdict, *, may_204: bool) -> None:
+        self.reqmod.emit(v)  # logged and recorded before the proxy can act on the answer
         if v.kind == "respond":
             await self._respond(writer, req, v)
         elif v.kind == "modified" and v.head is not None and v.body is not None:
@@ -251,7 +265,6 @@ class Server:
                                                     "req-body"), *chunked(v.body)])
         else:
             await self._unchanged(writer, req, head, body, may_204=may_204)
-        self.reqmod.emit(v)
 
     async def _candidate(self, conn: _Conn, writer: asyncio.StreamWriter, req: ICAPRequest,
                          head: HTTPHead) -> bool:
@@ -264,19 +277,22 @@ class Server:
         if declared is not None:
             v = rm.too_large(host, declared)
             if v.kind != "respond":  # audit mode: forwarded unchecked, as the proxy does
-                await self._pass_through(conn, writer, req, head)
                 rm.emit(v)
+                await self._pass_through(conn, writer, req, head)
                 return True
             await conn.discard()  # a preview only (then the client sends no more), else everything
-            await self._respond(writer, req, v)
             rm.emit(v)
+            await self._respond(writer, req, v)
             return True
         buf = bytearray()
         taken = 0
         overflow: Verdict | None = None
         ieof = False
         try:
-            async for ev in conn.body():
+            while True:
+                ev = await conn.next()
+                if isinstance(ev, BodyEnd):
+                    break
                 if isinstance(ev, BodyData):
                     if overflow is not None:
                         continue
@@ -299,8 +315,8 @@ class Server:
                         break
                     if overflow is not None and overflow.kind == "respond":
                         # answer the preview: the client sends no more of this body
-                        await self._respond(writer, req, overflow)
                         rm.emit(overflow)
+                        await self._respond(writer, req, overflow)
                         return True
                     in_preview = False
                     await self._send(writer, [CONTINUE[:-2] + f"ISTag: {self.istag}\r\n\r\n".encode()])
@@ -309,12 +325,12 @@ class Server:
             if overflow is not None:
                 # too large or no room: refused (audit mode: forwarded, though we kept no copy)
                 if overflow.kind == "respond":
-                    await self._respond(writer, req, overflow)
                     rm.emit(overflow)
+                    await self._respond(writer, req, overflow)
                     return True
                 if may_204 or req.allow_204:
-                    await self._send(writer, [response_head(204, self._headers(req.close))])
                     rm.emit(overflow)
+                    await self._send(writer, [response_head(204, self._headers(req.close))])
                     return True
                 await self._respond(writer, req, Verdict.respond(503, "exifguard could not keep a copy of "
                                                                  "this upload to forward it\n"))
@@ -366,6 +382,7 @@ async def run_worker(sock: socket.socket, config: ServiceConfig,
         await stop.wait()
     finally:
         srv.close()
+        await server.close_connections()
         server.reqmod.close()
 
 
