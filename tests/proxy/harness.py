@@ -100,9 +100,10 @@ def wait_banner(pp: ProxyProc, timeout: float = 90) -> bool:
 
 
 def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, certs: Path | None = None,
-                extra: list[str] | None = None, cwd: Path | None = None, audit_flag: bool = True) -> ProxyProc:
+                extra: list[str] | None = None, cwd: Path | None = None, audit_flag: bool = True,
+                script: Path | None = None) -> ProxyProc:
     """`exifguard run` in front of the sink; `audit_flag=False` leaves out --audit-log (for tests
-    that set exifguard_audit_log after --)."""
+    that set exifguard_audit_log after --); `script` replaces the `mitmdump -s` script."""
     certs = certs or tmp / "certs"
     audit = tmp / "audit.jsonl"
     hosts = "|".join(re.escape(h) for h in MAPPED)
@@ -110,7 +111,11 @@ def start_proxy(tmp: Path, sink_port: int, sink_cert: Path, *run_args: str, cert
             *run_args, "--",
             "--set", f"ssl_verify_upstream_trusted_ca={sink_cert}",
             "--map-remote", f"#//({hosts})/#//localhost:{sink_port}/", *(extra or [])]
-    pp = spawn_run(args, certs, audit, cwd=cwd)
+    code = None
+    if script is not None:  # a test's own `mitmdump -s` script instead of exifguard's
+        code = ("import sys; from pathlib import Path; from exifguard.cli import main, proxy; "
+                f"proxy.script_path = lambda: Path({str(script)!r}); sys.exit(main(['run'] + sys.argv[1:]))")
+    pp = spawn_run(args, certs, audit, cwd=cwd, python_code=code)
     if wait_banner(pp):
         return pp
     pp.stop()

@@ -271,3 +271,83 @@ def test_hand_run_mitmdump_warns_about_exposure(tmp_path):
     assert "guard check passed" in text
     assert "exifguard WARNING: this mitmproxy set-up exposes you" in text
     assert "NO name constraints" in text and "no body_size_limit" in text
+
+
+# ---- an exception escaping exifguard's request hooks -----------------------------------
+class _Raising:
+    name = "exifguard"
+
+    def requestheaders(self, flow):
+        if flow.request.path.endswith("/sync-boom"):
+            raise RuntimeError("GPS 48.8566 SECRET")
+
+    async def request(self, flow):
+        raise ValueError("GPS 48.8566 SECRET")
+
+
+@pytest.mark.parametrize("mode,refused", [("strip", True), ("audit", False)])
+def test_escaping_hook_exceptions_refuse_the_request(mode, refused, caplog):
+    import asyncio
+    addon = _Raising()
+    guard = g.Guard()
+    guard.track([addon], [])
+    caplog.set_level(logging.ERROR)
+    with taddons.context(guard) as tctx:
+        f = upload()
+        f.request.path = "/api/sync-boom"
+        with _options(tctx, exifguard_mode=mode):
+            addon.requestheaders(f)
+            assert (f.response is not None and f.response.status_code == 503) is refused
+            f = upload()
+            asyncio.run(addon.request(f))
+            assert (f.response is not None and f.response.status_code == 503) is refused
+    assert "exifguard.request raised ValueError at test_guard.py" in caplog.text
+    assert "SECRET" not in caplog.text
+
+
+class _options:
+    """Temporarily add exifguard_mode to a bare taddons context."""
+
+    def __init__(self, tctx, **values):
+        self.tctx, self.values = tctx, values
+
+    def __enter__(self):
+        for k, v in self.values.items():
+            if k not in self.tctx.options:
+                self.tctx.options.add_option(k, str, v, "test")
+            else:
+                self.tctx.options.update(**{k: v})
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_addon_raising_through_the_real_proxy_sends_nothing(tmp_path):
+    """Issue 11 point 8, one fault: the addon's request hook raises; nothing reaches the sink."""
+    from .harness import start_proxy
+    from .sink import Sink
+    httpx = pytest.importorskip("httpx")
+    script = tmp_path / "raising_script.py"
+    script.write_text(
+        "from exifguard.proxy import addon as _a\n"
+        "async def _boom(self, flow):\n"
+        "    raise RuntimeError('GPS-CANARY-IN-MESSAGE')\n"
+        "_a.Exifguard.request = _boom\n"
+        "from exifguard.proxy.guard import install\n"
+        "addons = install()\n")
+    (tmp_path / "sink").mkdir()
+    sink = Sink(tmp_path / "sink")
+    try:
+        p = start_proxy(tmp_path, sink.port, sink.cert, script=script)
+        try:
+            with httpx.Client(proxy=p.url, verify=str(p.ca), timeout=60) as c:
+                r = c.put("https://files.oaiusercontent.com/files/abc/raw", content=b"\xff\xd8\xff\xe1GPS",
+                          headers={"content-type": "image/jpeg"})
+            assert r.status_code == 503 and "nothing was sent" in r.text
+            assert sink.received == []
+            assert p.wait_for("exifguard.request raised RuntimeError")
+            assert "GPS-CANARY-IN-MESSAGE" not in p.output()
+        finally:
+            assert p.stop() == 0, p.output()
+    finally:
+        sink.close()

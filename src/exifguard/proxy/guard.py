@@ -13,7 +13,9 @@ The guard closes that hole from outside the script's own addon list:
   bad types, values outside the choices) *before* mitmproxy applies them, and registers
   the `Guard` directly in the master, so it stays in the chain even when the script's
   addons do not make it there;
-* it wraps each addon's `configure` to remember whether the last configuration worked;
+* it wraps each addon's `configure` to remember whether the last configuration worked,
+  and its request hooks so an exception escaping them refuses the request instead of
+  letting mitmproxy forward it unchecked;
 * `Guard` refuses every request (HTTP 503, nothing is sent) until its `running` check
   has passed, and again whenever the exifguard addon is not in the chain or its last
   `configure` failed;
@@ -27,10 +29,12 @@ The guard closes that hole from outside the script's own addon list:
 from __future__ import annotations
 
 import asyncio
+import inspect
 import ipaddress
 import json
 import logging
 import os
+import traceback
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -48,6 +52,8 @@ PRIVATE_OPTIONS = frozenset({"exifguard_selftest_token", READY_OPTION})
 CHECKED_MITM_OPTIONS = ("listen_host", "listen_port", "confdir", "body_size_limit", "stream_large_bodies",
                         "allow_hosts", "ignore_hosts", "upstream_cert", "connection_strategy", "mode")
 REFUSED_STATUS = 503
+#: hooks of the script's addons wrapped so an escaping exception refuses the request
+REQUEST_HOOKS = ("requestheaders", "request")
 
 
 def refusal_text(reason: str) -> str:
@@ -217,6 +223,8 @@ class Guard:
         self.checked = False
         for a in addons:
             self._wrap_configure(a)
+            for hook in REQUEST_HOOKS:
+                self._wrap_request_hook(a, hook)
 
     def fail(self, reason: str) -> None:
         self.problems.append(reason)
@@ -241,6 +249,31 @@ class Guard:
             self.configured[key] = ""
         configure.__doc__ = getattr(orig, "__doc__", None)
         addon.configure = configure  # type: ignore[attr-defined]  # mitmproxy looks hooks up per instance
+
+    def _wrap_request_hook(self, addon: object, hook: str) -> None:
+        """An exception escaping an addon's request hook makes mitmproxy log it (with a
+        message that may quote the upload) and forward the request as it is.  The wrapper
+        answers the request instead (fail closed, unless the person chose audit mode or
+        on_error=pass) and logs the exception's type and place only."""
+        orig = getattr(addon, hook, None)
+        if not callable(orig):
+            return
+        name = getattr(addon, "name", type(addon).__name__)
+        if inspect.iscoroutinefunction(orig):
+            async def async_wrapper(flow: http.HTTPFlow) -> None:
+                try:
+                    await orig(flow)
+                except Exception as exc:  # noqa: BLE001 - see docstring
+                    _escaped(name, hook, flow, exc)
+            wrapper: Any = async_wrapper
+        else:
+            def wrapper(flow: http.HTTPFlow) -> None:
+                try:
+                    orig(flow)
+                except Exception as exc:  # noqa: BLE001 - see docstring
+                    _escaped(name, hook, flow, exc)
+        wrapper.__doc__ = getattr(orig, "__doc__", None)
+        setattr(addon, hook, wrapper)
 
     # ---- health ------------------------------------------------------------------------
     def faults(self) -> list[str]:
@@ -367,6 +400,25 @@ class Guard:
         if lines and not self.warned:
             self.warned = True
             log.warning(self._banner("exifguard WARNING: this mitmproxy set-up exposes you", lines))
+
+
+def _escaped(addon: str, hook: str, flow: http.HTTPFlow, exc: BaseException) -> None:
+    """An addon's request hook raised: log type and place (never the message), refuse the flow."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
+    opts = ctx.options
+    lenient = getattr(opts, "exifguard_mode", "strip") == "audit" or \
+        getattr(opts, "exifguard_on_error", "block") == "pass"
+    if lenient or not flow.live or flow.response is not None:
+        log.error("exifguard: %s.%s raised %s at %s; the request went on unchecked (audit mode or "
+                  "on_error=pass)", addon, hook, type(exc).__name__, where)
+        return
+    log.error("exifguard: %s.%s raised %s at %s; the request was refused, nothing was sent",
+              addon, hook, type(exc).__name__, where)
+    flow.response = http.Response.make(
+        REFUSED_STATUS, f"exifguard could not check this request (internal error: {type(exc).__name__}), so "
+                        "it was refused and nothing was sent. The proxy's output says where it failed.\n",
+        {"content-type": "text/plain; charset=utf-8"})
 
 
 def _cert_create_command(confdir: Path) -> str:
