@@ -676,3 +676,38 @@ def test_png_right_sized_colour_chunks_are_kept() -> None:
     data = png_insert(buf.getvalue(), [png_chunk(b"bKGD", bytes(6)), png_chunk(b"sBIT", b"\x08\x08\x08")])
     assert scrub(data).data == data
     png_verify.verify(data, ScrubOptions())
+
+
+# -- ISOBMFF: one ftyp of brands only; JXL frame index and level (fuzz finding E2) --------------
+
+from pathlib import Path  # noqa: E402
+
+from exifguard.engine.verify import jxl as jxl_verify  # noqa: E402
+
+REGRESSIONS = Path(__file__).parent / "regressions"
+
+
+@pytest.mark.parametrize("name,verifier", [
+    ("E2-jxl-second-ftyp.jxl", jxl_verify), ("E2b-jxl-jxli-box.jxl", jxl_verify),
+    ("E2c-avif-ftyp.avif", heif_verify),
+])
+def test_container_boxes_that_are_not_what_they_claim(name: str, verifier) -> None:
+    data = (REGRESSIONS / name).read_bytes()
+    with pytest.raises(ScrubError):
+        verifier.verify(data, ScrubOptions())
+    try:
+        res = scrub(data)
+    except ScrubError as exc:
+        assert "ftyp" in str(exc)
+        return
+    assert canary.find(res.data, b"EGFUZZCANARY31415") == []
+    verifier.verify(res.data, ScrubOptions())
+
+
+def test_heif_second_ftyp_is_blanked_and_first_must_hold_brands_only() -> None:
+    data = heifb.build_heif() + heifb.box(b"ftyp", b"heic\0\0\0\0" + CANARY)
+    res = scrub(data)
+    assert canary.find(res.data, CANARY) == [] and "HEIF box ftyp" in [r.carrier for r in res.removed]
+    bad = heifb.box(b"ftyp", b"heic\0\0\0\0mif1" + CANARY) + heifb.build_heif()[24:]
+    with pytest.raises(ScrubError, match="ftyp"):
+        scrub(bad)

@@ -46,7 +46,7 @@ from ..report import Findings, ScrubOptions
 from ..xmp import xmp_property_names
 from ._splice import Splice
 from .isobmff import Box, Budget, Reader, is_fourcc, iter_boxes, printable_type, read_header
-from .._bytes import all_zero
+from .._bytes import all_zero, type_code
 
 FMT = "HEIF"
 
@@ -164,17 +164,34 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         raise ScrubError("HEIF: image sequences (moov tracks) cannot be cleaned yet")
     w.mdats = [b for b in tops if b.type == b"mdat"]
 
+    _check_ftyp(data, tops[0])
     for box in tops:
         if box.type in PADDING:
             _zero_padding(w, box)
-        elif box.type not in KEEP_TOP:
-            _blank_box(w, box)
+        elif box.type not in KEEP_TOP or (box.type == b"ftyp" and box is not tops[0]):
+            _blank_box(w, box)  # a second ftyp tells a decoder nothing: only the first counts
     if not all_zero(data, trailing):
         findings.remove("data after last box", trailing, n - trailing)
     w.out[trailing:] = bytes(n - trailing)
 
     _meta(w, metas[0])
     return w.out.build()
+
+
+MAX_BRANDS = 32
+"""Compatible brands a kept ftyp may list (real files list two to six)."""
+
+
+def _check_ftyp(data: bytes, ftyp: Box) -> None:
+    """The one ftyp a decoder reads must be brands only: major brand, minor version and
+    whole 4-byte compatible brands, each made of letters, digits and spaces.  Anything
+    else in it would travel verbatim, and the box cannot be blanked (it identifies the
+    file), so a malformed one is refused."""
+    body = bytes(data[ftyp.body:ftyp.end])
+    brands = [body[:4]] + [body[k:k + 4] for k in range(8, len(body), 4)]
+    if len(body) < 8 or len(body) % 4 or len(brands) > MAX_BRANDS + 1 \
+            or not all(type_code(b) == b.decode("latin-1") for b in brands):
+        raise ScrubError("HEIF: the ftyp box holds more than brands (malformed or hostile file)")
 
 
 def _meta(w: _Walk, meta: Box) -> None:

@@ -5,9 +5,11 @@ exist only as container boxes), so it is returned unchanged.  Limitation: the ba
 codestream's own length is not known without decoding it, so bytes appended after a
 bare codestream cannot be told apart from image data and are left as they are.
 
-In the container (ISO/IEC 18181-2) we keep the signature box `JXL `, `ftyp`, `jxll`
-(level), `jxlc`/`jxlp` (the codestream, byte-identical) and `jxli` (frame index).
-Everything else is renamed `free` with its size kept and payload zeroed:
+In the container (ISO/IEC 18181-2) we keep the signature box `JXL `, the one `ftyp`
+(which must be exactly `jxl `, 0, `jxl `), `jxll` (level, one byte: 5 or 10) and
+`jxlc`/`jxlp` (the codestream, byte-identical).  Everything else is renamed `free` with
+its size kept and payload zeroed, including a second `ftyp` or signature box and `jxli`
+(a frame index for seeking: decoders do not need it, and its offsets are free numbers):
 
 * `Exif`, `xml ` (XMP), `jumb` (JUMBF/C2PA) and `brob` (Brotli-compressed box; its
   first 4 payload bytes name the wrapped type, usually one of those three).
@@ -36,10 +38,28 @@ from .._bytes import all_zero
 
 FMT = "JXL"
 SIGNATURE = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
-KEEP = frozenset({b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp", b"jxli"})
+KEEP = frozenset({b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp"})
 PADDING = frozenset({b"free", b"skip"})
 CARRIERS = {b"Exif": "JXL Exif box", b"xml ": "JXL XMP box", b"jumb": "JXL JUMBF box",
             b"brob": "JXL brob box", b"jbrd": "JXL JPEG reconstruction box"}
+
+
+FTYP_BODY = b"jxl \0\0\0\0jxl "
+LEVELS = (b"\x05", b"\x0a")
+
+
+def _kept_as_is(data: bytes, box: Box, index: int) -> bool:
+    """A kept-type box that is what it claims: the signature and ftyp only where the
+    container puts them (first, second), a level box holding one valid level.  A second
+    ftyp or signature box, or a level box with anything else, is neutralised like any
+    other box."""
+    if box.type == b"JXL ":
+        return index == 0
+    if box.type == b"ftyp":
+        return index == 1
+    if box.type == b"jxll":
+        return bytes(data[box.body:box.end]) in LEVELS
+    return True
 
 
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
@@ -76,8 +96,10 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     if not any(b.type in (b"jxlc", b"jxlp") for b in boxes):
         raise ScrubError("JXL: the container holds no codestream (jxlc/jxlp)")
 
-    for box in boxes:
-        if box.type in KEEP:
+    if bytes(data[boxes[1].body:boxes[1].end]) != FTYP_BODY:
+        raise ScrubError("JXL: the ftyp box is not the one JPEG XL defines ('jxl ', 0, 'jxl ')")
+    for index, box in enumerate(boxes):
+        if box.type in KEEP and _kept_as_is(data, box, index):
             continue
         head = 16 if box.largesize else 8
         payload = bytes(data[box.start + head:box.end])

@@ -36,12 +36,24 @@ def _padding_ok(buf: bytes, box: B) -> None:
         raise ScrubError(f"a '{box.kind.decode()}' box still holds data")
 
 
+def _ftyp_brands_only(buf: bytes, ftyp: B) -> None:
+    """ftyp = major brand, minor version, up to 32 compatible brands; brands alphanumeric."""
+    body = buf[ftyp.payload:ftyp.end]
+    if len(body) < 8 or len(body) % 4 or len(body) > 8 + 4 * 32:
+        raise ScrubError("ftyp box is not a brand list")
+    for k in [0] + list(range(8, len(body), 4)):
+        brand = body[k:k + 4]
+        if not all(c == 32 or chr(c).isalnum() and c < 128 for c in brand) or not brand.strip(b" "):
+            raise ScrubError("ftyp box names a brand that is not a brand")
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     buf = clean
     counter = Counter(options.max_structures)
     tops, tail = top_level(buf, counter)
     if not tops or tops[0].kind != b"ftyp":
         raise ScrubError("no leading ftyp box")
+    _ftyp_brands_only(buf, tops[0])
     if not all_zero(buf, tail, len(buf)):
         raise ScrubError("bytes after the last box are not zero")
     metas = []
@@ -53,8 +65,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             mdats.append(box)
         elif box.kind in (b"free", b"skip"):
             _padding_ok(buf, box)
-        elif box.kind != b"ftyp":
-            raise ScrubError(f"top-level box '{type_code(box.kind)}' is not allowed")
+        elif box.kind != b"ftyp" or box is not tops[0]:
+            raise ScrubError(f"top-level box '{type_code(box.kind)}' is not allowed here")
     if len(metas) != 1:
         raise ScrubError("not exactly one meta box")
     meta = metas[0]

@@ -1,8 +1,8 @@
 """Independent check of a cleaned JPEG XL file.
 
 A bare codestream must start with `FF 0A` (it has no metadata boxes).  A container
-must be the 12-byte signature box, then `ftyp` with the `jxl ` brand, then only
-`jxll`, `jxlc`, `jxlp`, `jxli` and zero-filled `free`/`skip` boxes, holding at least
+must be the 12-byte signature box, then `ftyp` holding exactly `jxl `, 0, `jxl `, then
+only `jxll` (one byte, level 5 or 10), `jxlc`, `jxlp` and zero-filled `free`/`skip` boxes, holding at least
 one codestream box, followed by nothing but zeros.
 """
 
@@ -13,7 +13,7 @@ from ..report import ScrubOptions
 from ._boxes import Counter, all_zero, top_level, type_code
 
 _SIG = b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a"
-_ALLOWED = {b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp", b"jxli", b"free", b"skip"}
+_ALLOWED = {b"jxll", b"jxlc", b"jxlp", b"free", b"skip"}
 
 
 def verify(clean: bytes, options: ScrubOptions) -> None:
@@ -22,14 +22,16 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     if clean[:12] != _SIG:
         raise ScrubError("not a JPEG XL codestream or container")
     boxes, tail = top_level(clean, Counter(options.max_structures))
-    if len(boxes) < 2 or boxes[1].kind != b"ftyp" or clean[boxes[1].payload:boxes[1].payload + 4] != b"jxl ":
-        raise ScrubError("no ftyp box with the 'jxl ' brand after the signature")
+    if len(boxes) < 2 or boxes[1].kind != b"ftyp" or clean[boxes[1].payload:boxes[1].end] != b"jxl \0\0\0\0jxl ":
+        raise ScrubError("no ftyp box of exactly 'jxl ', 0, 'jxl ' after the signature")
     if not all_zero(clean, tail, len(clean)):
         raise ScrubError("bytes after the last box are not zero")
     codestream = False
-    for box in boxes[1:]:
-        if box.kind not in _ALLOWED or box.kind == b"JXL ":
-            raise ScrubError(f"box '{type_code(box.kind)}' is not allowed")
+    for box in boxes[2:]:
+        if box.kind not in _ALLOWED:
+            raise ScrubError(f"box '{type_code(box.kind)}' is not allowed here")
+        if box.kind == b"jxll" and clean[box.payload:box.end] not in (b"\x05", b"\x0a"):
+            raise ScrubError("jxll box does not hold one valid level")
         if box.kind in (b"free", b"skip") and not all_zero(clean, box.payload, box.end):
             raise ScrubError("a free box still holds data")
         codestream = codestream or box.kind in (b"jxlc", b"jxlp")
