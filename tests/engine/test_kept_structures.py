@@ -711,3 +711,12 @@ def test_heif_second_ftyp_is_blanked_and_first_must_hold_brands_only() -> None:
     bad = heifb.box(b"ftyp", b"heic\0\0\0\0mif1" + CANARY) + heifb.build_heif()[24:]
     with pytest.raises(ScrubError, match="ftyp"):
         scrub(bad)
+
+
+def test_jpeg_scan_before_any_frame_header_is_refused() -> None:
+    """Fuzz note: `FFD8 FFDA ...` kept everything after the SOS header as "scan data"."""
+    data = b"\xff\xd8\xff\xda\x00\x08\x01\x01?\x01^\x86EGFUZZCANARY31415"
+    with pytest.raises(ScrubError, match="before any frame header"):
+        scrub(data)
+    with pytest.raises(ScrubError, match="before any frame header"):
+        jpeg_verify.verify(data, ScrubOptions())

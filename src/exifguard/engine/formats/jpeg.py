@@ -601,6 +601,10 @@ def _frame_is_arithmetic(segs: list[tuple[int, int, int]]) -> bool:
     sofs = [m for m, _, _ in segs if m in _SOF]
     if len(sofs) > 1:
         raise _err("is corrupt: more than one frame header (SOF marker)")
+    first_scan = next((k for k, (m, _, _) in enumerate(segs) if m == _SOS), None)
+    if first_scan is not None and not any(m in _SOF for m, _, _ in segs[:first_scan]):
+        # no decoder can read scan data without a frame header, so it is no image data
+        raise _err("is corrupt: scan data before any frame header (SOF marker)")
     return bool(sofs) and sofs[0] in _ARITH_SOF
 
 

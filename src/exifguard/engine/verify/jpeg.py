@@ -264,6 +264,8 @@ def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[i
             elif code in (0xC4, 0xDB):
                 ledger.define(code, i, payload)
             elif code == 0xDA:
+                if not frames:
+                    raise _fail(f"scan at {i} comes before any frame header")
                 ledger.scan(payload)
             elif code != 0xDD:
                 frames.append(code)
