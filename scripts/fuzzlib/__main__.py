@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--exiftool-every", type=int, default=10,
                    help="send every Nth accepted output to the batched ExifTool check (0: off)")
     p.add_argument("--minimize-seconds", type=float, default=30.0)
+    p.add_argument("--backend", choices=("loop", "atheris", "auto"), default="loop",
+                   help="loop: our own coverage-guided loop (default, reproducible); atheris: libFuzzer "
+                        "via atheris when it is installed (auto: atheris if available)")
     p.add_argument("--json", type=Path, default=None, help="also write the summary as JSON here")
     p.add_argument("-q", "--quiet", action="store_true")
     a = p.parse_args(argv)
@@ -39,12 +42,23 @@ def main(argv: list[str] | None = None) -> int:
     out = a.out or Path(tempfile.mkdtemp(prefix="exifguard-fuzz-"))
     out.mkdir(parents=True, exist_ok=True)
     targets = ("engine", "carriers") if a.target == "all" else (a.target,)
-    print(f"fuzz: target {a.target}, seed {seed}, budget "
+    backend = a.backend
+    if backend != "loop":
+        from .atheris_backend import available
+        if not available():
+            if backend == "atheris":
+                print("scripts/fuzz: atheris is not installed (.venv/bin/pip install atheris; CPython "
+                      "3.11 x86-64 has a wheel); use --backend loop", file=sys.stderr)
+                return 2
+            backend = "loop"
+        else:
+            backend = "atheris"
+    print(f"fuzz: target {a.target}, backend {a.backend}, seed {seed}, budget "
           f"{f'{a.execs} execs' if a.execs else f'{a.seconds:.0f} s'}, findings -> {out}", flush=True)
     cfg = Config(seconds=None if a.execs else a.seconds, execs=a.execs, targets=targets, seed=seed,
                  corpus=a.corpus, use_corpus=not a.no_corpus, max_seed_bytes=a.max_seed_bytes, out=out,
                  trace_rate=a.trace_rate, exiftool_every=a.exiftool_every, minimize_seconds=a.minimize_seconds,
-                 quiet=a.quiet)
+                 quiet=a.quiet, backend=backend)
     s = run(cfg)
     print(s.text(), flush=True)
     if a.json:

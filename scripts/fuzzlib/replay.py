@@ -90,6 +90,43 @@ def replay(path: Path, guard: Guard | None = None) -> list[Violation]:
     return [v for v in found if not v.review_only]
 
 
+def recheck(finding: Path) -> tuple[str, list[Violation]]:
+    """Does a saved finding (a --out folder entry) still reproduce on the current tree?
+    Returns ("open" | "fixed", violations now seen on its minimised input)."""
+    info = json.loads((finding / "info.json").read_text())
+    markers = tuple(m.encode("latin-1") for m in info.get("markers") or [seeds.MARK.decode()])
+    from . import oracle
+    if info["target"] == "engine":
+        data = (finding / "min.bin").read_bytes()
+        eo = check_engine(data, markers)
+        now = list(eo.violations)
+        if info["kind"] == "exiftool" and oracle.available():
+            for fmt, out, mode in eo.accepted:
+                if mode == "preserve" and oracle.leaks_of(fmt, out, markers):
+                    now.append(Violation("engine", "exiftool", info["signature"], "ExifTool still reads it"))
+    else:
+        r = info["request"]
+        body = (finding / "min-body.bin").read_bytes()
+        img = (finding / "min.bin").read_bytes()
+        from .runner import RAW_SHAPES, image_end
+        end = r["span"][0] + image_end(img) if r.get("span") and r["shape"] in RAW_SHAPES else None
+        co = check_carriers(r["method"], r["url"], [tuple(h) for h in r["headers"]], body, markers, None,
+                            True, r["shape"], end, False, img)
+        now = list(co.violations)
+        if info["kind"] == "exiftool" and oracle.available():
+            for fmt, img in co.accepted_images:
+                if oracle.leaks_of(fmt, img, markers):
+                    now.append(Violation("carriers", "exiftool", info["signature"], "ExifTool still reads it"))
+    sig = info["signature"]
+    same = [v for v in now if v.signature == sig
+            or (v.kind == info["kind"] and not info["kind"].startswith("canary"))]
+    if same:
+        return "open", now
+    if any(v.review_only and v.kind.startswith(info["kind"].split("-")[0]) for v in now):
+        return "review", now  # still seen, but now classified as needing judgement (see README)
+    return "fixed", now
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m fuzzlib.replay")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -100,7 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--force", action="store_true")
     c = sub.add_parser("check")
     c.add_argument("files", nargs="*", type=Path)
+    r = sub.add_parser("recheck", help="re-run saved findings (an --out folder) on the current tree")
+    r.add_argument("out", type=Path)
+    r.add_argument("--all", action="store_true", help="include review-only kinds")
     a = p.parse_args(argv)
+    if a.cmd == "recheck":
+        from .invariants import REVIEW_KINDS
+        for info_path in sorted(a.out.glob("*/*/info.json")):
+            info = json.loads(info_path.read_text())
+            if info["kind"] in REVIEW_KINDS and not a.all:
+                continue
+            status, now = recheck(info_path.parent)
+            print(f"{status:6} {info['target']:8} {info['signature'][:70]:70} {info_path.parent}")
+        return 0
     if a.cmd == "export":
         print(export(a.finding, a.name, a.status, a.force))
         return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import signal
 import sys
 import time
 from collections import Counter
@@ -21,7 +22,7 @@ from . import oracle as _oracle
 from . import seeds as _seeds
 from . import structure, wrappers
 from .coverage import Coverage
-from .invariants import MODES, Guard, Violation, check_carriers, check_engine, describe
+from .invariants import MODES, SLOW_SECONDS, Guard, Violation, check_carriers, check_engine, describe
 from .mutate import Mutator
 
 
@@ -40,6 +41,14 @@ def image_end(img: bytes) -> int:
     if img.endswith(_seeds.MARK):
         return len(img) - len(_seeds.MARK)
     return len(img)
+
+
+def build_request(img: bytes, shape: str, wseed: int, wrap: bool, touch: bool) -> wrappers.Req:
+    """The request for this image; the wrapper RNG is its own so a shrunk image can be
+    re-wrapped the same way while minimising."""
+    wr = random.Random(wseed)
+    req = wrappers.SHAPES[shape](img, wr)
+    return wrappers.mutate_wrapper(req, wr, touch_image=touch) if wrap else req
 
 
 def has_image_data(img: bytes) -> bool:
@@ -107,6 +116,8 @@ class Config:
     minimize_seconds: float = 30.0
     progress_seconds: float = 60.0
     quiet: bool = False
+    backend: str = "loop"
+    """"loop" (default, reproducible) or "atheris" (libFuzzer; see atheris_backend.py)."""
 
 
 @dataclass
@@ -211,7 +222,10 @@ class Fuzzer:
         data = e.data if fresh else self.mut.mutate(e.data)
         trace = fresh is not None or self.rng.random() < self.cfg.trace_rate
         if trace:
-            outcome = self.cov.run(check_engine, data, e.markers, self.guard)
+            outcome = self.cov.run(check_engine, data, e.markers, self.guard, MODES, True)
+            if outcome.seconds > SLOW_SECONDS:  # re-time without the tracer's overhead
+                outcome.violations += [v for v in check_engine(data, e.markers, self.guard).violations
+                                       if v.kind == "slow"]
             if self.cov.new and not fresh and len(data) <= 4 * 1024 * 1024:
                 self.engine_q.append(Entry(data, e.markers, e.name + "+"))
         else:
@@ -226,11 +240,7 @@ class Fuzzer:
                 self._maybe_oracle("engine", fmt, out, data, {"mode": mode, "markers": e.markers})
 
     def _build(self, img: bytes, shape: str, wseed: int, wrap: bool, touch: bool) -> wrappers.Req:
-        """The request for this image; the wrapper RNG is its own so a shrunk image can be
-        re-wrapped the same way while minimising."""
-        wr = random.Random(wseed)
-        req = wrappers.SHAPES[shape](img, wr)
-        return wrappers.mutate_wrapper(req, wr, touch_image=touch) if wrap else req
+        return build_request(img, shape, wseed, wrap, touch)
 
     def step_carriers(self, fresh: Entry | None = None) -> None:
         e = fresh or self._pick(self.carrier_q)
@@ -246,10 +256,13 @@ class Fuzzer:
         req = self._build(img, shape, wseed, wrap, touch)
         plausible = engine_accepts(img)
         img_end = req.span[0] + image_end(img) if req.span and req.shape in RAW_SHAPES else None
-        args = (req.method, req.url, req.headers, req.body, e.markers, self.guard, plausible, shape, img_end)
+        args = (req.method, req.url, req.headers, req.body, e.markers, self.guard, plausible, shape, img_end, False,
+                img)
         trace = fresh is not None or self.rng.random() < self.cfg.trace_rate
         if trace:
-            outcome = self.cov.run(check_carriers, *args)
+            outcome = self.cov.run(check_carriers, *args[:9], True, img)
+            if outcome.seconds > SLOW_SECONDS:
+                outcome.violations += [v for v in check_carriers(*args).violations if v.kind == "slow"]
             if self.cov.new and not fresh and len(img) <= 4 * 1024 * 1024:
                 self.carrier_q.append(Entry(img, e.markers, e.name + "+", shape))
         else:
@@ -309,7 +322,8 @@ class Fuzzer:
                 return False  # keep an image the engine accepts: a bare canary in a body is no finding
             r = self._build(cand, *carrier)
             end = r.span[0] + image_end(cand) if r.span and r.shape in RAW_SHAPES else None
-            o = check_carriers(r.method, r.url, r.headers, r.body, markers, self.guard, True, r.shape, end)
+            o = check_carriers(r.method, r.url, r.headers, r.body, markers, self.guard, True, r.shape, end,
+                               False, cand)
             return any(x.signature == v.signature for x in o.violations)
         return fails
 
@@ -352,9 +366,44 @@ class Fuzzer:
         (d / "info.json").write_text(json.dumps(info, indent=1, default=str))
         return d
 
+    # -- atheris results ------------------------------------------------------------------
+    def adopt(self, d: Path) -> None:
+        """Minimise a finding the atheris child saved and add it to the summary."""
+        info = json.loads((d / "info.json").read_text())
+        from .invariants import Violation
+        v = Violation(info["target"], info["kind"], info["signature"], info["message"], info.get("mode", ""),
+                      info.get("details") or {})
+        carrier = tuple(info["carrier"]) if info.get("carrier") else None
+        data = (d / "input.bin").read_bytes()
+        small = data
+        markers = (_seeds.MARK,)
+        if not info.get("minimized") and v.kind not in ("slow", "hang", "memory") and self.cfg.minimize_seconds > 0:
+            small = _min.minimize(data, self._reproduces(v, markers, carrier), seconds=self.cfg.minimize_seconds,
+                                  max_tries=300 if v.kind == "exiftool" else 4000)
+            (d / "min.bin").write_bytes(small)
+            if carrier:
+                req = build_request(small, *carrier)
+                (d / "min-body.bin").write_bytes(req.body)
+                info["request"] = req.to_json()
+            info["minimized"] = True
+            (d / "info.json").write_text(json.dumps(info, indent=1, default=str))
+        self.summary.findings[f"{v.target}|{v.signature}"] = Finding(v, 1, d, len(data), len(small))
+
+    def run_atheris(self) -> Summary:
+        from . import atheris_backend
+        assert self.out is not None
+        start = time.monotonic()
+        atheris_backend.run(self.cfg, self.summary)
+        for info_path in sorted(self.out.glob("*/*/info.json")):
+            self.adopt(info_path.parent)
+        self.summary.seconds = time.monotonic() - start
+        return self.summary
+
     # -- loop -----------------------------------------------------------------------------
     def run(self) -> Summary:
         cfg = self.cfg
+        if cfg.backend == "atheris":
+            return self.run_atheris()
         self.load_seeds()
         start = time.monotonic()
         stop = start + cfg.seconds if cfg.seconds else None
@@ -366,11 +415,19 @@ class Fuzzer:
         if "carriers" in cfg.targets:
             for e in list(self.carrier_q):
                 self.step_carriers(e)
+        stop_now = []
+
+        def _term(signum, frame):  # SIGTERM: stop after this input and print the summary
+            stop_now.append(signum)
+        try:
+            signal.signal(signal.SIGTERM, _term)
+        except ValueError:  # not the main thread
+            pass
         weights = {"engine": 0.55, "carriers": 0.45}
         targets = [t for t in cfg.targets if t in weights]
         while True:
             now = time.monotonic()
-            if stop is not None and now >= stop:
+            if (stop is not None and now >= stop) or stop_now:
                 break
             if cfg.execs is not None and self.summary.total >= cfg.execs:
                 break

@@ -290,6 +290,8 @@ def gif(data: bytes) -> list[Region]:
     out: list[Region] = [Region(0, 13, "header")]
     flags = data[10]
     i = 13 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0)
+    if i > 13:
+        out.append(Region(13, min(i, n), "palette"))
     while i < n and len(out) < MAX_REGIONS:
         b = data[i]
         start = i

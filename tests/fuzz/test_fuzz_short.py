@@ -19,9 +19,10 @@ SEED = 20261205
 EXECS = 30_000
 
 KNOWN_OPEN: tuple[str, ...] = (
-    ":PNG:tRNS",  # tRNS longer than the colour type allows is kept verbatim (fuzz-findings E1)
-    ":AVIF:ftyp", ":HEIC:ftyp", ":JXL:ftyp",  # a second / oversized ftyp box is kept verbatim (E2)
-    "canary:zip_stored:image-unseen",  # TIFF inside a zip entry is not found (C1)
+    ":AVIF:ftyp", ":HEIC:ftyp", ":JXL:ftyp", ":JXL:jxl",  # extra ftyp / jxli / jxll boxes kept verbatim (E2)
+    ":image-unseen:TIFF", ":image-unseen:JPEG",  # carrier plausibility stricter than the engine (C1)
+    ":image-unseen:JXL", ":image-unseen:BMP",  # base64 JXL/BMP missed by the residual search (C3)
+    ":engine-kept:JXL:jxl", ":engine-kept:AVIF:ftyp",  # E2 seen through a carrier
 )
 
 
