@@ -277,6 +277,11 @@ class FaultInjector:
     # arm/disarm the audit fault around one flow
     def requestheaders(self, flow: Any) -> None:
         f = flow.request.headers.get(FAULT_HEADER, "")
+        if f == "malloc-trim":  # a probe, not a fault: would trimming give memory back?
+            import ctypes
+            import ctypes.util
+            ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+            fired(f)
         if f in ("audit-enospc", "audit-short"):
             _audit_fault.update(mode=f, flow=flow.id, shorted=False)
 

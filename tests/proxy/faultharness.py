@@ -477,7 +477,8 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     by_format: dict[str, int] = field(default_factory=dict)
     by_shape: dict[str, int] = field(default_factory=dict)
-    rss_before_kb: int = 0
+    rss_cold_kb: int = 0          # VmRSS before the warm-up (fresh mitmdump)
+    rss_before_kb: int = 0        # VmRSS after the warm-up, right before the run
     rss_peak_kb: int = 0          # highest VmRSS sampled during the run
     hwm_kb: int = 0               # VmHWM at the end (peak since mitmdump started)
     rss_after_kb: int = 0         # VmRSS a few seconds after the run
@@ -506,9 +507,10 @@ class LoadResult:
             f"  shapes  {dict(sorted(self.by_shape.items()))}",
             f"  latency p50 {self.percentile(50) * 1000:.0f} ms, p90 {self.percentile(90) * 1000:.0f} ms, "
             f"p99 {self.percentile(99) * 1000:.0f} ms, max {max(self.latencies, default=0) * 1000:.0f} ms",
-            f"  mitmdump RSS before {self.rss_before_kb / mb:.0f} MB, peak sampled {self.rss_peak_kb / mb:.0f} MB, "
-            f"VmHWM {self.hwm_kb / mb:.0f} MB, steady after {self.rss_after_kb / mb:.0f} MB "
-            f"(after - before {(self.rss_after_kb - self.rss_before_kb) / mb:+.0f} MB)",
+            f"  mitmdump RSS fresh {self.rss_cold_kb / mb:.0f} MB, after warm-up {self.rss_before_kb / mb:.0f} MB, "
+            f"peak sampled {self.rss_peak_kb / mb:.0f} MB, VmHWM {self.hwm_kb / mb:.0f} MB, "
+            f"steady after {self.rss_after_kb / mb:.0f} MB (after - warm {(self.rss_after_kb - self.rss_before_kb) / mb:+.0f} MB,"
+            f" after - fresh {(self.rss_after_kb - self.rss_cold_kb) / mb:+.0f} MB)",
             f"  ExifTool oracle: {self.oracle_checked} cleaned images read, "
             f"{len(self.oracle_leaks)} with a non-allowlisted tag",
             *(f"  FAIL {f}" for f in self.failures[:20]),
@@ -558,17 +560,35 @@ def _sample_rss(pid: int, stop: "threading.Event", out: list[int]) -> None:
         stop.wait(0.2)
 
 
+def warm_up(proxy: ProxyProc, sink: Sink) -> None:
+    """One small upload of every format in every shape, one after the other: loads every
+    walker and verifier and makes each host's certificate, so "before" is a warm proxy."""
+    c = Client(proxy)
+    try:
+        for k, fmt in enumerate(FORMATS):
+            img = make_image(fmt, f"{MARK_PREFIX}-warm-{fmt}", seed=9000 + k)
+            for j, shape in enumerate(SHAPES):
+                c.send(SHAPES[shape](img, fmt, 90000 + k * 10 + j))
+    finally:
+        c.close()
+    sink.clear()
+
+
 def run_load(proxy: ProxyProc, sink: Sink, items: list[LoadItem], concurrency: int, *,
-             settle_seconds: float = 3.0, oracle_sample: int = 60, log: Callable[[str], None] = lambda s: None
-             ) -> LoadResult:
+             settle_seconds: float = 3.0, oracle_sample: int = 60, warm: bool = True,
+             log: Callable[[str], None] = lambda s: None) -> LoadResult:
     """Send every item through the proxy with `concurrency` client threads, then judge what
     the sink received (in this process: Pillow decodes, canary search, ExifTool on a sample)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
     pid = mitmdump_pid(proxy)
-    sink.clear()
     res = LoadResult(len(items), concurrency, 0.0)
+    res.rss_cold_kb = status_kb(pid).get("VmRSS", 0)
+    if warm:
+        warm_up(proxy, sink)
+        time.sleep(settle_seconds)
+    sink.clear()
     res.rss_before_kb = status_kb(pid).get("VmRSS", 0)
     local = threading.local()
     clients: list[Client] = []

@@ -90,7 +90,7 @@ def _hook_param(h: str):  # type: ignore[no-untyped-def]
 
 # ---- fixtures --------------------------------------------------------------------------------
 def start_fault_proxy(tmp: Path, sink: fh.Sink, *run_args: str, audit: Path | None = None,
-                      **env: str) -> tuple[ProxyProc, Path]:
+                      mitmdump_args: tuple[str, ...] = (), **env: str) -> tuple[ProxyProc, Path]:
     """`exifguard run` with the fault injector loaded after exifguard's own script."""
     fault_dir = tmp / "faults"
     fault_dir.mkdir(exist_ok=True)
@@ -102,7 +102,7 @@ def start_fault_proxy(tmp: Path, sink: fh.Sink, *run_args: str, audit: Path | No
     os.environ.update(values)
     try:
         args = run_args if "--audit-log" in run_args else (*run_args, "--audit-log", str(audit))
-        p = start_proxy(tmp, sink.port, sink.cert, *args, extra=["-s", str(FAULT_ADDON)])
+        p = start_proxy(tmp, sink.port, sink.cert, *args, extra=[*mitmdump_args, "-s", str(FAULT_ADDON)])
     finally:
         for k, v in saved.items():
             if v is None:
@@ -301,6 +301,79 @@ def test_slow_scrubs_holding_every_worker(fproxy, fresh):
     print("\nlatency under saturation: slow " + ", ".join(f"{replies[i].seconds:.2f}s" for i in range(len(slow)))
           + "; quick " + ", ".join(f"{replies[len(slow) + i].seconds:.2f}s" for i in range(len(quick))))
     follow_up(fproxy, fresh, n=9900)
+
+
+def _concurrently(p: ProxyProc, ups: list[fh.Upload], stagger: float = 0.2) -> list[fh.Reply]:
+    replies: dict[int, fh.Reply] = {}
+
+    def go(i: int, up: fh.Upload) -> None:
+        replies[i] = fh.send(p, up)
+    threads = []
+    for i, up in enumerate(ups):
+        threads.append(threading.Thread(target=go, args=(i, up)))
+        threads[-1].start()
+        time.sleep(stagger)
+    for t in threads:
+        t.join(timeout=120)  # hang protection only
+    assert not any(t.is_alive() for t in threads), "an upload hung"
+    return [replies[i] for i in range(len(ups))]
+
+
+def test_queue_full_refuses_with_503_and_sends_nothing(tmp_path, sink):
+    """One worker, one waiting place, four slow uploads: the two that find no place are
+    refused at once (503, Retry-After), the others arrive cleaned; nothing leaks."""
+    p, fault_dir = start_fault_proxy(tmp_path, sink, mitmdump_args=(
+        "--set", "exifguard_workers=1", "--set", "exifguard_queue=1"), EGFAULT_SLOW="2")
+    p.fault_dir = fault_dir  # type: ignore[attr-defined]
+    try:
+        sink.clear()
+        ups = [fh.raw_put(fh.make_image("JPEG", f"{fh.MARK_PREFIX}-busy-{i}", seed=60 + i, fault="engine-slow"),
+                          "JPEG", 60 + i) for i in range(4)]
+        mark = len(p.lines)
+        replies = _concurrently(p, ups)
+        statuses = [r.status for r in replies]
+        assert None not in statuses, [r.error for r in replies]
+        assert statuses.count(503) >= 1, statuses
+        for up, r in zip(ups, replies):
+            if r.status == 503:
+                assert b"exifguard" in r.body
+                assert fh.arrivals(sink, up) == []
+            else:
+                assert 200 <= r.status < 300, (r.status, r.body[:200])
+                assert_arrived_clean(sink, up)
+        for x in sink.received:
+            assert fh.leaked(x.body) == []
+        lines = fault_lines(p, mark)
+        assert fh.count(lines, r"exifguard: .*busy") >= 1, lines
+        assert fh.count(lines, r"Traceback|Addon error") == 0, lines
+        follow_up(p, sink, n=9060)
+    finally:
+        assert p.stop() == 0
+
+
+def test_inspection_past_its_deadline_is_refused_and_never_sent_late(tmp_path, sink):
+    """The walker takes 4 s, the deadline is 1 s: the client gets an error at the deadline,
+    and when the walker finally returns its result is not forwarded."""
+    p, fault_dir = start_fault_proxy(tmp_path, sink, mitmdump_args=(
+        "--set", "exifguard_inspect_timeout=1"), EGFAULT_SLOW="4")
+    p.fault_dir = fault_dir  # type: ignore[attr-defined]
+    try:
+        sink.clear()
+        up = fh.multipart_upload(fh.make_image("JPEG", f"{fh.MARK_PREFIX}-late", seed=70, fault="engine-slow"),
+                                 "JPEG", 70)
+        mark = len(p.lines)
+        r = fh.send(p, up)
+        assert fired(p, "engine-slow", 0) >= 1
+        assert r.status is not None and r.status >= 400, (r.status, r.error)
+        assert b"exifguard" in r.body
+        time.sleep(4.5)  # the walker returns meanwhile: nothing may be sent now
+        assert sink.received == [] and sink.partial == []
+        lines = fault_lines(p, mark)
+        assert fh.count(lines, VERDICT) == 1, lines
+        assert fh.count(lines, r"Traceback|Addon error") == 0, lines
+        follow_up(p, sink, "multipart", n=9070)
+    finally:
+        assert p.stop() == 0
 
 
 # ---- the upstream resets mid-upload -------------------------------------------------------------
