@@ -720,3 +720,37 @@ def test_jpeg_scan_before_any_frame_header_is_refused() -> None:
         scrub(data)
     with pytest.raises(ScrubError, match="before any frame header"):
         jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_heif_item_with_two_icc_profiles_is_refused() -> None:
+    two = heifb.box(b"colr", b"prof" + ib.srgb()) + heifb.box(b"colr", b"rICC" + ib.srgb())
+    data = heifb.build_heif(extra_props=two)
+    # associate item 1 with properties 1 (ispe), 2 and 3 (both profiles)
+    old_ipma = heifb.full(b"ipma", 0, 0, struct.pack(">IHBB", 1, 1, 1, 0x81))
+    new_ipma = heifb.full(b"ipma", 0, 0, struct.pack(">IHBBBB", 1, 1, 3, 0x81, 0x02, 0x03))
+    assert old_ipma in data
+    grown = len(new_ipma) - len(old_ipma)
+    data = data.replace(old_ipma, new_ipma)
+    # the meta box and its iprp grew by `grown` bytes; fix their sizes and shift iloc offsets
+    data = _grow_boxes(data, [b"meta", b"iprp"], grown)
+    with pytest.raises(ScrubError, match="more than one ICC"):
+        scrub(data)
+    blank_handler = data.replace(b"Handler\0", bytes(8))  # as the walker leaves it
+    with pytest.raises(ScrubError, match="more than one ICC"):
+        heif_verify.verify(blank_handler, ScrubOptions())
+
+
+def _grow_boxes(data: bytes, kinds: list[bytes], grown: int) -> bytes:
+    out = bytearray(data)
+    for kind in kinds:
+        at = out.index(kind) - 4
+        struct.pack_into(">I", out, at, struct.unpack_from(">I", out, at)[0] + grown)
+    # iloc extents (version 1, 4-byte offsets) point into mdat, which moved by `grown`
+    at = out.index(b"iloc") + 4 + 4 + 2
+    count = struct.unpack_from(">H", out, at)[0]
+    p = at + 2
+    for _ in range(count):
+        p += 2 + 2 + 2 + 2  # id, method, dref, extent count
+        struct.pack_into(">I", out, p, struct.unpack_from(">I", out, p)[0] + grown)
+        p += 8
+    return bytes(out)

@@ -351,20 +351,28 @@ def _iref(w: _Walk, iref: Box) -> None:
 
 
 def _iprp(w: _Walk, iprp: Box) -> None:
+    profiles: set[int] = set()              # 1-based ipco positions of kept ICC profiles
+    links: list[tuple[int, list[int]]] = []  # (item, property positions) from every ipma
     for box in iter_boxes(w.data, iprp.body, iprp.end, w.budget):
         if box.type == b"ipco":
-            _ipco(w, box)
+            profiles |= _ipco(w, box)
         elif box.type == b"ipma":
-            _ipma(w, box)
+            links += _ipma(w, box)
         elif box.type in PADDING:
             _zero_padding(w, box)
         else:
             _blank_box(w, box)
+    for _, props in links:
+        if len(profiles.intersection(props)) > 1:
+            # one image, one colour profile: decoders would pick one or the other
+            raise ScrubError("HEIF: an image item is associated with more than one ICC profile")
 
 
-def _ipco(w: _Walk, ipco: Box) -> None:
+def _ipco(w: _Walk, ipco: Box) -> set[int]:
+    """Clean the item properties; return the 1-based positions of the ICC profiles kept."""
     # Properties are addressed by their 1-based position, so boxes are renamed, never removed.
-    for box in iter_boxes(w.data, ipco.body, ipco.end, w.budget):
+    kept: set[int] = set()
+    for position, box in enumerate(iter_boxes(w.data, ipco.body, ipco.end, w.budget), start=1):
         if box.type in PADDING:
             _zero_padding(w, box)
         elif box.type == b"colr":
@@ -373,27 +381,34 @@ def _ipco(w: _Walk, ipco: Box) -> None:
                 # kept only when it is what it claims: one well-formed ICC profile
                 if w.options.keep_icc and icc.problem(bytes(w.data[box.body + 4:box.end])) is None:
                     w.findings.keep("colour profile", "HEIF colr ICC")
+                    kept.add(position)
                 else:
                     _blank_box(w, box, "ICC profile")
         elif box.type in (b"irot", b"imir"):
             w.findings.keep("orientation", "HEIF irot/imir")
         elif box.type not in KEEP_PROPS:
             _blank_box(w, box)
+    return kept
 
 
-def _ipma(w: _Walk, ipma: Box) -> None:
+def _ipma(w: _Walk, ipma: Box) -> list[tuple[int, list[int]]]:
+    """Validate the item-property associations; return (item, 1-based positions) pairs."""
     r = Reader(w.data, ipma.body, ipma.end, FMT, "ipma")
     version, flags = r.full_header()
     id_size = 2 if version < 1 else 4
     count = r.u32()
     r.require_count(count, id_size + 1)
     w.budget.spend(count)
+    links: list[tuple[int, list[int]]] = []
+    wide = flags & 1
     for _ in range(count):
-        r.uint(id_size)
+        item = r.uint(id_size)
         n = r.u8()
         w.budget.spend(n)
-        r.require_count(n, 2 if flags & 1 else 1)
-        r.pos += n * (2 if flags & 1 else 1)
+        r.require_count(n, 2 if wide else 1)
+        # each association: essential bit, then a 7- or 15-bit property index
+        links.append((item, [r.uint(2 if wide else 1) & (0x7FFF if wide else 0x7F) for _ in range(n)]))
+    return links
 
 
 def _kind(item: _Item | None) -> str:

@@ -131,10 +131,12 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
 
 
 def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptions) -> None:
+    icc_at: set[int] = set()  # 1-based property positions holding an ICC profile
+    maps: list[B] = []
     for box in walk(buf, iprp.payload, iprp.end, counter):
         _padding_ok(buf, box)
         if box.kind == b"ipco":
-            for prop in walk(buf, box.payload, box.end, counter):
+            for n, prop in enumerate(walk(buf, box.payload, box.end, counter), start=1):
                 if prop.kind not in _PROPS:
                     raise ScrubError(f"item property '{type_code(prop.kind)}' is not allowed")
                 _padding_ok(buf, prop)
@@ -142,8 +144,36 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
                     if not options.keep_icc:
                         raise ScrubError("an ICC profile is left although keep_icc is off")
                     _icc.check(bytes(buf[prop.payload + 4:prop.end]), "HEIF colr")
-        elif box.kind not in (b"ipma", b"free", b"skip"):
+                    icc_at.add(n)
+        elif box.kind == b"ipma":
+            maps.append(box)
+        elif box.kind not in (b"free", b"skip"):
             raise ScrubError(f"iprp child '{type_code(box.kind)}' is not allowed")
+    for m in maps:
+        for props in _associations(buf, m, counter):
+            if len(icc_at & props) > 1:
+                raise ScrubError("an image item has more than one ICC profile")
+
+
+def _associations(buf: bytes, ipma: B, counter: Counter) -> list[set[int]]:
+    """The property positions each ipma entry associates with its item."""
+    at, end = ipma.payload, ipma.end
+    version, flags = u(buf, at, 1, end), u(buf, at + 1, 3, end)
+    idlen, wide = (2 if version == 0 else 4), flags & 1
+    entries = u(buf, at + 4, 4, end)
+    counter.tick(entries)
+    q = at + 8
+    out = []
+    for _ in range(entries):
+        q += idlen
+        n = u(buf, q, 1, end)
+        q += 1
+        counter.tick(n)
+        step = 2 if wide else 1
+        mask = 0x7FFF if wide else 0x7F
+        out.append({u(buf, q + k * step, step, end) & mask for k in range(n)})
+        q += n * step
+    return out
 
 
 def _cstr_end(buf: bytes, at: int, end: int) -> int:
