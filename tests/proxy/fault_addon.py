@@ -13,6 +13,8 @@ serving clean uploads and a test can prove that it does:
     carrier-internal the carrier layer's inner function raises (its own guard must catch it)
     rewrite-raise    rewrite_request itself raises (breaks its "never raises" contract)
     policy-raise     policy.decide raises while the upload is judged
+    decode-raise     decoding the Content-Encoding raises (after inflating the trigger)
+    encode-raise     re-encoding the cleaned body with its Content-Encoding raises
 * by the request header `x-eg-test-fault: <Class>.<hook>` (e.g. Exifguard.request): that
   hook of that exifguard addon raises RuntimeError before doing anything (every per-flow
   event hook any exifguard addon implements is wrapped);
@@ -56,7 +58,7 @@ def event_hooks() -> list[str]:
     from mitmproxy import hooks
     return sorted(set(hooks.all_hooks) - LIFECYCLE)
 BYTE_FAULTS = ("engine-runtime", "engine-memory", "engine-slow", "verify-reject",
-               "carrier-internal", "rewrite-raise", "policy-raise")
+               "carrier-internal", "rewrite-raise", "policy-raise", "decode-raise", "encode-raise")
 WALKERS = ("jpeg", "png", "gif")
 
 _tls = threading.local()
@@ -154,6 +156,31 @@ def _patch_carriers() -> None:
             raise RuntimeError("injected test fault in policy.decide")
         return decide(*a, **kw)
     policy.decide = decide_
+
+    try:
+        from exifguard.proxy import decode as codings
+    except ImportError:  # an exifguard without its own Content-Encoding decoder
+        return
+    dec = codings.decode
+
+    @functools.wraps(dec)
+    def decode(raw: Any, *a: Any, **kw: Any) -> Any:
+        out = dec(raw, *a, **kw)
+        if _which(getattr(out, "body", b"")) == "decode-raise":
+            fired("decode-raise")
+            raise RuntimeError("injected test fault while decoding the Content-Encoding")
+        return out
+    codings.decode = decode
+
+    enc = codings.encode
+
+    @functools.wraps(enc)
+    def encode(body: Any, *a: Any, **kw: Any) -> Any:
+        if _which(body) == "encode-raise":
+            fired("encode-raise")
+            raise RuntimeError("injected test fault while re-encoding the cleaned body")
+        return enc(body, *a, **kw)
+    codings.encode = encode
 
 
 # ---- the audit log's write(2) ---------------------------------------------------------------

@@ -270,6 +270,25 @@ def data_url_json(img: bytes, fmt: str, n: int = 0, text: str = "") -> Upload:
                   body, img, fmt, get)
 
 
+def gzipped(up: Upload) -> Upload:
+    """The same request sent with Content-Encoding: gzip (the sink sees it compressed)."""
+    import gzip
+    body = gzip.compress(up.body, mtime=0)
+    return Upload(up.shape + " gzip", up.method, up.url, {**up.headers, "content-encoding": "gzip"}, body,
+                  up.image, up.fmt, lambda got: up.extract(gzip.decompress(got)))
+
+
+def plain(body: bytes, headers: dict[str, str]) -> bytes:
+    """A received body with its gzip Content-Encoding undone (for canary searches)."""
+    if headers.get("content-encoding", "").lower() == "gzip":
+        import gzip
+        try:
+            return gzip.decompress(body)
+        except (OSError, EOFError):
+            return body
+    return body
+
+
 def arrivals(sink: Sink, up: Upload) -> list[Received]:
     """What the sink received for this upload (matched by ID_HEADER)."""
     return [r for r in sink.received if r.headers.get(ID_HEADER) == up.headers[ID_HEADER]]

@@ -154,7 +154,7 @@ def fired(p: ProxyProc, name: str, more_than: int | None = None, timeout: float 
 
 def assert_nothing_original_arrived(sink: fh.ResetSink, up: fh.Upload) -> None:
     for r in [*sink.received, *sink.partial]:
-        assert fh.leaked(r.body) == [], f"a canary marker reached the sink ({r.method} {r.path})"
+        assert fh.leaked(fh.plain(r.body, r.headers)) == [], f"a canary marker reached the sink ({r.method} {r.path})"
         assert up.image not in r.body, "the original image reached the sink"
         if len(r.body) >= 64:
             assert not up.body.startswith(r.body), "the original body (a prefix of it) reached the sink"
@@ -165,7 +165,7 @@ def assert_arrived_clean(sink: fh.ResetSink, up: fh.Upload) -> bytes:
     got = fh.arrivals(sink, up)
     assert len(got) == 1, f"expected one arrival, got {len(got)}"
     img = up.extract(got[0].body)
-    assert fh.leaked(img) == [] and fh.leaked(got[0].body) == []
+    assert fh.leaked(img) == [] and fh.leaked(fh.plain(got[0].body, got[0].headers)) == []
     assert img != up.image
     assert fh.decode(img) == fh.decode(up.image), "pixels changed"
     assert fh.private_exif(img) == []
@@ -214,6 +214,30 @@ def test_fault_while_checking_blocks_the_upload(fproxy, fresh, fault, shape):
     assert len(eg) <= 2 and fh.count(eg, DIAGNOSTIC) == len(eg) - 1, eg
     assert fh.count(lines, r"Traceback|Addon error") == 0, lines
     follow_up(fproxy, fresh, shape, n=9000 + n)
+
+
+@pytest.mark.parametrize("fault", BYTE_FAULTS + ["decode-raise", "encode-raise"])
+def test_fault_in_a_gzip_upload_blocks_it(fproxy, fresh, fault):
+    """The same faults in a gzip-encoded upload, plus decoding and re-encoding failing."""
+    n = 400 + (BYTE_FAULTS + ["decode-raise", "encode-raise"]).index(fault)
+    img = fh.make_image("JPEG", f"{fh.MARK_PREFIX}-gz-{fault}", seed=n, fault=fault)
+    up = fh.gzipped(fh.multipart_upload(img, "JPEG", n, " " + fh.trigger(fault).decode()))
+    before = fired(fproxy, fault)
+    mark = len(fproxy.lines)
+    r = fh.send(fproxy, up)
+    assert fired(fproxy, fault, before) > before, "the fault did not fire"
+    assert r.status is not None and r.status >= 400, (r.status, r.error)
+    assert b"exifguard" in r.body
+    assert fresh.received == [] and fresh.partial == []
+    lines = fault_lines(fproxy, mark)
+    assert fh.count(lines, VERDICT) == 1, lines
+    assert fh.count(lines, r"Traceback|Addon error") == 0, lines
+    follow_up(fproxy, fresh, n=9400 + n)
+    gz = fh.gzipped(fh.multipart_upload(fh.make_image("JPEG", f"{fh.MARK_PREFIX}-gz-ok", seed=n), "JPEG", n + 50))
+    fresh.clear()
+    r = fh.send(fproxy, gz)
+    assert r.status is not None and 200 <= r.status < 300, (r.status, r.body[:200])
+    assert_arrived_clean(fresh, gz)
 
 
 # ---- exifguard's own hooks raising -------------------------------------------------------------
@@ -393,6 +417,36 @@ def test_upstream_reset_mid_upload(fproxy, fresh, shape):
     assert fh.count(lines, r"exifguard: .* image \(JPEG") == 1, lines  # cleaned once, not twice
     assert fh.count(lines, r"Traceback|Addon error|exifguard: .*(BLOCKED|internal error)") == 0, lines
     follow_up(fproxy, fresh, shape, n=9600 + n)
+
+
+# ---- the client aborts mid-upload -------------------------------------------------------------
+def test_client_reset_mid_upload_sends_nothing(fproxy, fresh):
+    """The client declares the whole body, sends half of it and resets: nothing leaves,
+    nothing is logged as cleaned, and the proxy serves the next upload."""
+    import http.client
+    import socket
+    import ssl
+    import struct
+    up = fh.raw_put(fh.make_image("JPEG", f"{fh.MARK_PREFIX}-abort", seed=80, size=(320, 240)), "JPEG", 80)
+    mark = len(fproxy.lines)
+    ctx = ssl.create_default_context(cafile=str(fproxy.ca))
+    c = http.client.HTTPSConnection("127.0.0.1", fproxy.port, context=ctx, timeout=30)
+    c.set_tunnel("files.oaiusercontent.com", 443)
+    c.putrequest("PUT", "/files/abort/raw?sig=SECRETSIG")
+    for k, v in up.headers.items():
+        c.putheader(k, v)
+    c.putheader("content-length", str(len(up.body)))
+    c.endheaders()
+    c.send(up.body[: len(up.body) // 2])
+    time.sleep(0.3)
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    socket.socket.close(c.sock)
+    time.sleep(1.0)
+    assert fresh.received == [] and fresh.partial == []
+    lines = fault_lines(fproxy, mark)
+    assert fh.count(lines, r"exifguard: .* image \(JPEG") == 0, lines
+    assert fh.count(lines, r"Traceback|Addon error") == 0, lines
+    follow_up(fproxy, fresh, n=9080)
 
 
 # ---- the audit log ---------------------------------------------------------------------------------
