@@ -40,7 +40,7 @@ def test_options(service):
     r = c.read()
     assert r.status == 200
     h = r.headers
-    assert h["methods"] == "REQMOD" and h["allow"] == "204" and h["preview"] == "65536"
+    assert h["methods"] == "REQMOD" and h["allow"] == "204" and h["preview"] == "32768"
     assert h["istag"].startswith('"EG') and len(h["istag"]) <= 34 and h["encapsulated"] == "null-body=0"
     assert int(h["max-connections"]) >= 1 and int(h["options-ttl"]) > 0
     # the connection persists

@@ -79,7 +79,9 @@ class ServiceConfig:
     """Inspections that may wait per process; beyond, 503 busy."""
     buffer_budget: int = 1024 * 1024 * 1024
     """Body bytes one process may hold at once across its connections; beyond, 503 busy."""
-    preview: int = 65536
+    preview: int = 32768
+    """Preview size advertised in OPTIONS.  Not 64 KiB: Squid 5.7 then waits forever on a
+    chunked request body (it sent 65535 bytes of preview and never the end of it)."""
     max_connections: int = 128
     """Per process (OPTIONS advertises this times the number of processes)."""
     options_ttl: int = 3600
