@@ -33,10 +33,39 @@ def _generated_text() -> bytes:
     return b"\n".join([s.data for s in seeds.generated()] + list(TOKENS) + [seeds.MARK])
 
 
+def _corpus_blobs() -> list[bytes]:
+    folder = seeds.DEFAULT_CORPUS / "images"
+    if not folder.is_dir():
+        return []
+    return [p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()]
+
+
 def foreign_text(data: bytes) -> list[bytes]:
-    """Printable runs (8+ bytes) that appear in no generated seed: possibly corpus bytes."""
+    """Printable runs (8+ bytes) that may come from a corpus file.
+
+    With the corpus present: runs holding an 8-byte window that a corpus file contains and
+    no generated seed does.  Without it: runs holding an 8-byte window that no generated
+    seed, mutation token or chunk/box name explains (stricter, may refuse a harmless
+    mutation; use --force after looking)."""
     known = _generated_text()
-    return [m.group(0) for m in _PRINTABLE.finditer(data) if m.group(0) not in known]
+    corpus = _corpus_blobs()
+    from .mutate import BOX_TYPES, PNG_TYPES, RIFF_TYPES
+    names = set(BOX_TYPES) | set(PNG_TYPES) | set(RIFF_TYPES)
+    out = []
+    for m in _PRINTABLE.finditer(data):
+        run = m.group(0)
+        windows = [run[i:i + 8] for i in range(len(run) - 7)]
+        unknown = [w for w in windows if w not in known]
+        if corpus:
+            if any(any(w in blob for blob in corpus) for w in unknown):
+                out.append(run)
+            continue
+        stripped = run
+        for n in names:
+            stripped = stripped.replace(n, b"\n")
+        if any(len(p) >= 8 and p not in known for p in stripped.split(b"\n")) and unknown:
+            out.append(run)
+    return out
 
 
 def export(finding: Path, name: str, status: str, force: bool = False) -> Path:
