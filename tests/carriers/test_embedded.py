@@ -537,3 +537,54 @@ def test_inflation_is_capped_and_fails_closed():
     assert fmt is None and "more than 1048576 bytes" in why
     fmt, why = wrappers.inflated_image(bomb, 0, len(bomb), 15)
     assert (fmt, why) == (None, None)
+
+
+# ---- fuzz findings C1-C3 (scripts/fuzz, carriers target) ----------------------------------
+
+def _tiff_out_of_order() -> bytes:
+    """A little-endian TIFF whose IFD entries are not in tag order (readers accept it)."""
+    text = MARK + b"\x00"
+    data_at = 8 + 2 + 5 * 12 + 4
+    entries = [(0x013B, 2, len(text), data_at),  # Artist, first
+               (0x0100, 3, 1, 1), (0x0101, 3, 1, 1), (0x0111, 4, 1, data_at + len(text)), (0x0117, 4, 1, 1)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0" * 4
+    return b"II*\x00" + struct.pack("<I", 8) + ifd + text + b"\x00"
+
+
+def test_c1_tiff_with_entries_out_of_tag_order_is_found():
+    img = _tiff_out_of_order()
+    body = b"here is the scan you asked for: " + img
+    c = embedded.first_candidate(body)
+    assert c is not None and c.format == "TIFF" and c.end == len(body)
+    rw = rewrite(body, [("content-type", "text/plain")])
+    assert MARK not in rw.body or not forwarded(rw)
+
+
+def test_c2_bare_jxl_codestream_does_not_cover_what_follows():
+    img = jpeg()
+    body = b"\xff\x0a\x1f" + img
+    rw = rewrite(body)
+    assert canary.find(rw.body, MARK) == [] or not forwarded(rw)
+    assert any(i.format == "JPEG" for i in rw.images)
+
+
+def _jxl_container() -> bytes:
+    def box(t: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + t + payload
+    return (b"\x00\x00\x00\x0cJXL \r\n\x87\n" + box(b"ftyp", b"jxl \x00\x00\x00\x00jxl ")
+            + box(b"Exif", b"\x00\x00\x00\x00" + MARK) + box(b"jxlc", b"\xff\x0a" + bytes(40)))
+
+
+def _bmp() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buf, "BMP")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("make", [_jxl_container, _bmp], ids=["jxl-container", "bmp"])
+def test_c3_base64_jxl_or_bmp_outside_a_parsed_field_is_blocked(make):
+    import base64
+    url = "data:image/x;base64," + base64.b64encode(make()).decode()
+    body = ("name=report&note=" + "see%20attached" + url).encode()  # the '&' before it is missing
+    rw = rewrite(body, [("content-type", "application/x-www-form-urlencoded")])
+    assert not forwarded(rw)

@@ -69,7 +69,9 @@ def _looks_like_image_head(head: bytes) -> bool:
         return True
     # sniff() needs the whole file for a few formats (BMP size check); be generous here,
     # the full decode is sniffed again before anything is done with it.
-    return head[:2] == b"BM" or head[4:8] == b"ftyp"
+    if head[:2] == b"BM":  # a BMP header: the DIB header size must be one that exists
+        return len(head) >= 18 and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)
+    return head[4:8] == b"ftyp"
 
 
 def _strip_layout(chunk: bytes) -> bytes:

@@ -304,7 +304,6 @@ def _tiff_extent(data: bytes, pos: int, hi: int, e: str, big: bool, first: int) 
             return None if ifds == 1 else -1
         furthest = max(furthest, table_end + (8 if big else 4))
         values: dict[int, list[int]] = {}
-        last_tag = -1
         for k in range(n):
             at = pos + off + count_size + k * entry_size
             if big:
@@ -316,9 +315,6 @@ def _tiff_extent(data: bytes, pos: int, hi: int, e: str, big: bool, first: int) 
                 if ifds == 1 and k < 2:
                     return None  # the very first entries do not parse: not a TIFF
                 continue
-            if ifds == 1 and k < 4 and tag <= last_tag:
-                return None
-            last_tag = tag
             nbytes = width * cnt
             value_at = at + 4 + (8 if big else 4)
             if nbytes > inline:

@@ -26,7 +26,8 @@ _EXT = {"JPEG": "jpg", "PNG": "png", "GIF": "gif", "WEBP": "webp", "HEIC": "heic
 
 #: How a base64 (or data URL) image's text can begin.  No alternative starts with a
 #: character class or zeros: those make the regex engine try every position.
-_B64_LOOSE = re.compile(rb"/9j/|_9j_|iVBORw0KGgo|R0lGOD[dl]h|UklGR|ZnR5cG|Z0eXB|SUkqA|TU0AK|ata:image/|ATA:IMAGE/")
+_B64_LOOSE = re.compile(rb"/9j/|_9j_|iVBORw0KGgo|R0lGOD[dl]h|UklGR|ZnR5cG|Z0eXB|SUkqA|TU0AK|AAAADEpYTCAN"
+                        rb"|ata:image/|ATA:IMAGE/")
 _LOOSE_BEFORE = {ord("a"): (1, (b"d", b"D")), ord("A"): (1, (b"D", b"d"))}
 
 
@@ -79,7 +80,7 @@ _B64_RUN_CHAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 #: How each image kind's base64 text begins (plain literals: bytes.find is fast on
 #: large bodies) and how many characters before the literal the text starts.
 _B64_STARTS = ((b"/9j/", 0), (b"_9j_", 0), (b"iVBORw0KGgo", 0), (b"R0lGOD", 0), (b"UklGR", 0),
-               (b"SUkqA", 0), (b"TU0AK", 0), (b"Z0eXB", 6))
+               (b"SUkqA", 0), (b"TU0AK", 0), (b"Z0eXB", 6), (b"AAAADEpYTCAN", 0), (b"Qk", 0))
 _JSON_SLASH = re.compile(rb"\\(?:/|u002[fF])")
 _JSON_PLUS = re.compile(rb"\\u002[bB]")
 
@@ -297,6 +298,10 @@ def clean_image(data: bytes, carrier: str, span: tuple[int, int], filename: str 
         _error(ctx, carrier, fmt, len(data), "the cleaner changed the image length; refusing it",
                span, filename)
         return None
+    if data[:2] == b"\xff\x0a":
+        # a bare JXL codestream is opaque to the engine (kept as it is): only its signature
+        # counts as covered, so the embedded-image search still reads the rest of it
+        span = (span[0], span[0] + 2)
     ctx.findings.append(ImageFinding(carrier, result.format or fmt, len(data), filename, result, None,
                                      span, identifying(filename)))
     return result.data if result.data != data else None
