@@ -754,3 +754,23 @@ def _grow_boxes(data: bytes, kinds: list[bytes], grown: int) -> bytes:
         struct.pack_into(">I", out, p, struct.unpack_from(">I", out, p)[0] + grown)
         p += 8
     return bytes(out)
+
+
+# -- JXL bare codestream that carries another image (fuzz finding C2, engine side) ---------------
+
+def test_jxl_bare_codestream_holding_a_jpeg_or_metadata_is_refused() -> None:
+    jpeg = jb.splice(jb.base_jpeg((8, 8)), [jb.segment(0xFE, CANARY)])
+    for inner in (jpeg, b"Exif\0\0MM\0*" + CANARY, b"<x:xmpmeta " + CANARY, base_png()):
+        data = b"\xff\x0a\x1f" + inner
+        with pytest.raises(ScrubError, match="bare codestream"):
+            scrub(data)
+        with pytest.raises(ScrubError, match="bare codestream"):
+            jxl_verify.verify(data, ScrubOptions())
+
+
+def test_jxl_bare_codestream_of_noise_is_still_accepted() -> None:
+    import random
+    rng = random.Random(11)
+    data = b"\xff\x0a" + bytes(rng.getrandbits(8) for _ in range(1 << 20))
+    assert scrub(data).data == data
+    jxl_verify.verify(data, ScrubOptions())

@@ -1,7 +1,10 @@
 """JPEG XL cleaner: blanks metadata boxes of the ISOBMFF container in place.
 
 A bare codestream (`FF 0A`) has no metadata carriers (ISO/IEC 18181-1: Exif and XMP
-exist only as container boxes), so it is returned unchanged.  Limitation: the bare
+exist only as container boxes), so it is returned unchanged - unless it visibly holds
+an embedded image (PNG, WebP, GIF, HEIF, or a JPEG with two chained segments) or a
+metadata block (Exif, XMP, Photoshop), which a codestream cannot legitimately carry:
+then it is refused (fuzz finding C2: a JPEG behind `FF 0A` travelled as "JXL").  Limitation: the bare
 codestream's own length is not known without decoding it, so bytes appended after a
 bare codestream cannot be told apart from image data and are left as they are.
 
@@ -27,6 +30,8 @@ parser.  `preserve_length=False` produces the same in-place output.
 
 from __future__ import annotations
 
+import re
+
 from ..categories import categories_for
 from ..errors import ScrubError
 from ..exif import find_tiff_header, read_tiff
@@ -42,6 +47,37 @@ KEEP = frozenset({b"JXL ", b"ftyp", b"jxll", b"jxlc", b"jxlp"})
 PADDING = frozenset({b"free", b"skip"})
 CARRIERS = {b"Exif": "JXL Exif box", b"xml ": "JXL XMP box", b"jumb": "JXL JUMBF box",
             b"brob": "JXL brob box", b"jbrd": "JXL JPEG reconstruction box"}
+
+
+# Signatures long enough that entropy-coded data does not produce them by chance.
+_FOREIGN = (
+    (re.compile(re.escape(b"\x89PNG\r\n\x1a\n")), "an embedded PNG"),
+    (re.compile(rb"RIFF.{4}WEBPVP8", re.S), "an embedded WebP"),
+    (re.compile(rb"GIF8[79]a"), "an embedded GIF"),
+    (re.compile(rb"ftyp(?:hei[cfxs]|mif1|avi[fs])"), "an embedded HEIF/AVIF"),
+    (re.compile(rb"Exif\0\0(?:II\*\0|MM\0\*)"), "an Exif block"),
+    (re.compile(rb"<x:xmpmeta|http://ns\.adobe\.com/xap/1\.0/|<rdf:RDF"), "an XMP packet"),
+    (re.compile(rb"Photoshop 3\.0\x008BIM"), "a Photoshop/IPTC block"),
+)
+_JPEG_SOI = re.compile(rb"\xff\xd8\xff[\xc0-\xfe]")
+
+
+def foreign_content(data: bytes) -> str | None:
+    """What a bare codestream carries that is not codestream, or None.
+
+    A JPEG counts only when its first segment's length leads to a second marker (two
+    chained segments), so a chance `FF D8 FF` in coded data does not."""
+    for pattern, what in _FOREIGN:
+        if pattern.search(data, 2):
+            return what
+    for m in _JPEG_SOI.finditer(data, 2):
+        at = m.start() + 2
+        if at + 4 > len(data):
+            break
+        nxt = at + 2 + int.from_bytes(data[at + 2:at + 4], "big")
+        if nxt + 1 < len(data) and data[nxt] == 0xFF and 0xC0 <= data[nxt + 1] <= 0xFE:
+            return "an embedded JPEG"
+    return None
 
 
 FTYP_BODY = b"jxl \0\0\0\0jxl "
@@ -64,7 +100,14 @@ def _kept_as_is(data: bytes, box: Box, index: int) -> bool:
 
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     if data[:2] == b"\xff\x0a":
-        return bytes(data)  # bare codestream: no boxes, no metadata carriers
+        # bare codestream: no boxes, no metadata carriers, and no end we can find without
+        # decoding it.  So it is returned unchanged, unless it visibly carries something
+        # else (an embedded image or a metadata block), which it cannot legitimately hold.
+        what = foreign_content(data)
+        if what is not None:
+            raise ScrubError(f"JXL: a bare codestream that holds {what}; cannot tell it apart from "
+                             "image data, so it is refused")
+        return bytes(data)
     if data[:12] != SIGNATURE:
         raise ScrubError("JXL: neither a bare codestream nor a JPEG XL container")
     # Written only: every read is of `data`.  That is the same as reading the edited

@@ -16,8 +16,35 @@ _SIG = b"\x00\x00\x00\x0cJXL \x0d\x0a\x87\x0a"
 _ALLOWED = {b"jxll", b"jxlc", b"jxlp", b"free", b"skip"}
 
 
+_OTHER_FORMATS = (b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"Exif\0\0II*\0", b"Exif\0\0MM\0*",
+                  b"<x:xmpmeta", b"http://ns.adobe.com/xap/1.0/", b"<rdf:RDF", b"Photoshop 3.0\x008BIM",
+                  b"ftypheic", b"ftypheix", b"ftypheif", b"ftypheis", b"ftypmif1", b"ftypavif", b"ftypavis")
+
+
+def _bare_codestream_only(clean: bytes) -> None:
+    """A bare codestream may not carry another image or a metadata block."""
+    body = clean[2:]
+    for sig in _OTHER_FORMATS:
+        if sig in body:
+            raise ScrubError("bare codestream holds another format's signature or a metadata block")
+    k = body.find(b"RIFF")
+    while k >= 0:
+        if body[k + 8:k + 15] == b"WEBPVP8":
+            raise ScrubError("bare codestream holds a WebP")
+        k = body.find(b"RIFF", k + 1)
+    k = body.find(b"\xff\xd8\xff")
+    while k >= 0:
+        seg = k + 2
+        if seg + 4 <= len(body) and 0xC0 <= body[seg + 1] <= 0xFE:
+            after = seg + 2 + int.from_bytes(body[seg + 2:seg + 4], "big")
+            if after + 1 < len(body) and body[after] == 0xFF and 0xC0 <= body[after + 1] <= 0xFE:
+                raise ScrubError("bare codestream holds a JPEG")
+        k = body.find(b"\xff\xd8\xff", k + 1)
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     if clean[:2] == b"\xff\x0a":
+        _bare_codestream_only(clean)
         return
     if clean[:12] != _SIG:
         raise ScrubError("not a JPEG XL codestream or container")
