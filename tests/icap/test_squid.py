@@ -284,6 +284,42 @@ def test_service_stopped_or_crashing_mid_body_fails_closed(sink, fresh):
         crash.close()
 
 
+def test_overloaded_service_refuses_and_forwards_nothing_unchecked(sink, fresh):
+    from exifguard.carriers import rewrite_request
+    from exifguard.icap.handler import Reqmod
+
+    def slow(*a, **k):
+        time.sleep(1.0)
+        return rewrite_request(*a, **k)
+
+    cfg = ServiceConfig(threads=1, queue=0)
+    svc = Running(cfg, Reqmod(cfg, rewrite=slow))
+    sq = start_squid([f"icap://127.0.0.1:{svc.port}/reqmod"], sink.port, sink.cert)
+    try:
+        ups = [fh.raw_put(fh.make_image("JPEG", f"{M}-sq-busy-{i}", seed=95 + i), "JPEG", 950 + i) for i in range(4)]
+        replies: dict[int, object] = {}
+
+        def go(i: int) -> None:
+            replies[i] = through(sq, fresh, ups[i].method, ups[i].url, ups[i].headers, ups[i].body)
+
+        ts = [threading.Thread(target=go, args=(i,)) for i in range(len(ups))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(60)
+        busy = [i for i, r in replies.items() if r.status == 503]
+        assert busy and all(b"exifguard is busy" in replies[i].body for i in busy)
+        for i, up in enumerate(ups):
+            got = fh.arrivals(fresh, up)
+            if i in busy:
+                assert got == []
+            else:
+                assert replies[i].status == 201 and len(got) == 1 and not fh.leaked(got[0].body)
+    finally:
+        sq.stop()
+        svc.stop()
+
+
 # ---- two instances behind HAProxy ----------------------------------------------------------------
 def _start_service(port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "exifguard.icap", "icap", "--port", str(port), "--workers", "1",
