@@ -774,3 +774,17 @@ def test_jxl_bare_codestream_of_noise_is_still_accepted() -> None:
     data = b"\xff\x0a" + bytes(rng.getrandbits(8) for _ in range(1 << 20))
     assert scrub(data).data == data
     jxl_verify.verify(data, ScrubOptions())
+
+
+def test_jpeg_icc_segments_after_the_first_scan_are_neutralised() -> None:
+    """Decoders read the profile from the header; an ICC set after a scan is unused."""
+    base = jb.base_jpeg(progressive=True)
+    second_scan = base.index(b"\xff\xda", base.index(b"\xff\xda") + 2)
+    # a DHT usually precedes the second scan; put the profile just before that scan's tables
+    at = base.rindex(b"\xff\xc4", 0, second_scan)
+    segs = b"".join(jb.segment(0xE2, c) for c in ib.jpeg_chunks(ib.srgb(), 2))
+    data = base[:at] + segs + base[at:]
+    res = assert_clean(data)
+    assert b"ICC_PROFILE" not in res.data
+    with pytest.raises(ScrubError, match="after the first scan"):
+        jpeg_verify.verify(data, ScrubOptions())

@@ -615,9 +615,11 @@ def _icc_ok(data: bytes, segs: list[tuple[int, int, int]]) -> bool:
     If not (plain text, a second profile, chunk numbers that do not add up), every one of
     them is neutralised: a decoder could not use such a profile either.
     """
-    chunks = [data[s + 4:e] for m, s, e in segs if m == _APP2 and data[s + 4:s + 4 + len(ICC_ID)] == ICC_ID]
-    if not chunks:
-        return False
+    first_scan = next((s for m, s, _ in segs if m == _SOS), len(data))
+    icc_segs = [(s, e) for m, s, e in segs if m == _APP2 and data[s + 4:s + 4 + len(ICC_ID)] == ICC_ID]
+    if not icc_segs or any(s > first_scan for s, _ in icc_segs):
+        return False  # decoders read the profile from the header only, before the first scan
+    chunks = [data[s + 4:e] for s, e in icc_segs]
     profile, _ = icc.assemble_jpeg(chunks)
     return profile is not None and icc.problem(profile) is None
 

@@ -289,6 +289,8 @@ def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[i
                 raise _fail(f"APP2 at {i} survived although ICC is not kept")
             if payload[:12] != b"ICC_PROFILE\0":
                 raise _fail(f"APP2 at {i} is not an ICC profile")
+            if ledger.started:
+                raise _fail(f"ICC segment at {i} comes after the first scan, where no decoder reads it")
             icc.append(payload)
         elif code == 0xEE:
             if payload[:5] != b"Adobe" or len(payload) < 12 or not all_zero(payload, 12) or adobe_seen:
