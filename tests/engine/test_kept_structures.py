@@ -788,3 +788,50 @@ def test_jpeg_icc_segments_after_the_first_scan_are_neutralised() -> None:
     assert b"ICC_PROFILE" not in res.data
     with pytest.raises(ScrubError, match="after the first scan"):
         jpeg_verify.verify(data, ScrubOptions())
+
+
+# -- the two ICC checks: written apart, agreeing ----------------------------------------------
+
+import ast  # noqa: E402
+import importlib  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from exifguard.engine import icc as walker_icc  # noqa: E402
+from exifguard.engine.verify import _icc as verifier_icc  # noqa: E402
+
+
+def test_verifiers_do_not_use_the_walkers_icc_parser() -> None:
+    verify_dir = Path(importlib.import_module("exifguard.engine.verify").__file__).parent
+    for path in verify_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = {node.module or ""} | {a.name for a in node.names}
+                assert not (node.level == 2 and "icc" in names), f"{path.name} imports engine.icc"
+
+
+def _agree(blob: bytes) -> None:
+    walker_ok = walker_icc.problem(blob) is None
+    try:
+        verifier_icc.check(blob, "test")
+        verifier_ok = True
+    except ScrubError:
+        verifier_ok = False
+    assert walker_ok == verifier_ok
+
+
+def test_icc_checks_agree_on_real_and_fake_profiles() -> None:
+    for blob in (ib.srgb(), ib.text_posing_as_profile(CANARY), ib.profile_with_payload(CANARY),
+                 ib.srgb() + b"\0\0\0", ib.srgb() + b"\0\0\0\0", ib.srgb() + b"x", ib.srgb()[:-1]):
+        _agree(blob)
+    assert walker_icc.problem(ib.srgb() + b"\0\0\0") is None  # container padding tolerated
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.integers(0, 587), st.integers(0, 255)), min_size=1, max_size=4))
+def test_icc_checks_agree_on_mutated_profiles(edits) -> None:
+    blob = bytearray(ib.srgb())
+    for at, value in edits:
+        blob[at % len(blob)] = value
+    _agree(bytes(blob))
