@@ -26,8 +26,8 @@ REPO_SCRIPT = ROOT / "addons" / "exifguard_addon.py"
 PACKAGED_SCRIPT = ROOT / "src" / "exifguard" / "proxy" / "mitmdump_script.py"
 
 
-def upload() -> http.HTTPFlow:
-    req = tutils.treq(method=b"POST", host="claude.ai", port=443, scheme=b"https", path=b"/api/upload",
+def upload(host: str = "claude.ai") -> http.HTTPFlow:
+    req = tutils.treq(method=b"POST", host=host, port=443, scheme=b"https", path=b"/api/upload",
                       content=b"\xff\xd8\xff\xe1GPS")
     return tflow.tflow(req=req)
 
@@ -103,10 +103,20 @@ def test_guard_refuses_until_checked_then_passes():
                 a.configure(set(tctx.options.keys()))
         guard.running()            # ... then mitmproxy calls running
         assert guard.healthy()
-        f = upload()
+        import asyncio
+        f = upload(host="example.com")
+        addons[0].client_connected(f.client_conn)  # the chain: exifguard's hooks, then the guard's
+        addons[0].requestheaders(f)
         guard.requestheaders(f)
+        asyncio.run(addons[0].request(f))
         guard.request(f)
         assert f.response is None
+        f = upload(host="example.com")  # exifguard's request hook did not run for this flow
+        addons[0].client_connected(f.client_conn)
+        addons[0].requestheaders(f)
+        guard.requestheaders(f)
+        guard.request(f)
+        assert f.response.status_code == 503 and "exifguard.request failed" in f.response.text
 
 
 class _Rejecting:
@@ -351,3 +361,33 @@ def test_addon_raising_through_the_real_proxy_sends_nothing(tmp_path):
             assert p.stop() == 0, p.output()
     finally:
         sink.close()
+
+
+def test_client_connected_raising_refuses_the_client(caplog):
+    class _Admission:
+        name = "exifguard"
+
+        def client_connected(self, client):
+            if client.peername[0] != "127.0.0.1":
+                raise RuntimeError("peer 203.0.113.9")
+    addon = _Admission()
+    guard = g.Guard()
+    guard.track([addon], [])
+    caplog.set_level(logging.ERROR)
+    with taddons.context(addon, guard):
+        guard.checked = True
+        from mitmproxy.test import tflow as _tf
+        client = _tf.tclient_conn()
+        client.peername = ("203.0.113.9", 1234)
+        addon.client_connected(client)
+        assert client.error == "exifguard could not check this client"
+        f = upload(host="example.com")   # the hook never completed for this client (e.g. an
+        f.client_conn = _tf.tclient_conn()  # exception from around it): its requests are refused
+        guard.requestheaders(f)
+        assert f.response.status_code == 503 and "proxy client" in f.response.text
+        f = upload(host="example.com")
+        f.client_conn.peername = ("127.0.0.1", 1234)
+        addon.client_connected(f.client_conn)
+        guard.requestheaders(f)
+        assert f.response is None
+    assert "203.0.113.9" not in caplog.text

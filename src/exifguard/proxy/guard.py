@@ -52,8 +52,12 @@ PRIVATE_OPTIONS = frozenset({"exifguard_selftest_token", READY_OPTION})
 CHECKED_MITM_OPTIONS = ("listen_host", "listen_port", "confdir", "body_size_limit", "stream_large_bodies",
                         "allow_hosts", "ignore_hosts", "upstream_cert", "connection_strategy", "mode")
 REFUSED_STATUS = 503
-#: hooks of the script's addons wrapped so an escaping exception refuses the request
+#: hooks of the script's addons the guard watches: an exception escaping one refuses the
+#: request (or the client), and so does a hook that did not run to its end for a flow
 REQUEST_HOOKS = ("requestheaders", "request")
+CLIENT_HOOKS = ("client_connected",)
+DONE_KEY = "exifguard_guard_done"   # flow.metadata: the watched hooks that completed
+CLIENT_DONE_ATTR = "_exifguard_guard_done"  # on a client connection: its watched hooks that completed
 
 
 def refusal_text(reason: str) -> str:
@@ -208,6 +212,7 @@ class Guard:
         self.configured: dict[int, str | None] = {}  # id(addon) -> None never, "" ok, else the error
         self.checked = False               # the running() check passed
         self.warned = False
+        self.hooked: dict[str, list[str]] = {}   # hook -> marks of the addons wrapped for it
 
     # ---- set-up ------------------------------------------------------------------------
     def load(self, loader: Any) -> None:
@@ -221,10 +226,11 @@ class Guard:
         self.watched = list(addons)
         self.configured = {id(a): None for a in addons if callable(getattr(a, "configure", None))}
         self.checked = False
+        self.hooked = {h: [] for h in (*REQUEST_HOOKS, *CLIENT_HOOKS)}
         for a in addons:
             self._wrap_configure(a)
-            for hook in REQUEST_HOOKS:
-                self._wrap_request_hook(a, hook)
+            for hook in (*REQUEST_HOOKS, *CLIENT_HOOKS):
+                self._wrap_hook(a, hook)
 
     def fail(self, reason: str) -> None:
         self.problems.append(reason)
@@ -250,30 +256,51 @@ class Guard:
         configure.__doc__ = getattr(orig, "__doc__", None)
         addon.configure = configure  # type: ignore[attr-defined]  # mitmproxy looks hooks up per instance
 
-    def _wrap_request_hook(self, addon: object, hook: str) -> None:
-        """An exception escaping an addon's request hook makes mitmproxy log it (with a
-        message that may quote the upload) and forward the request as it is.  The wrapper
-        answers the request instead (fail closed, unless the person chose audit mode or
-        on_error=pass) and logs the exception's type and place only."""
+    def _wrap_hook(self, addon: object, hook: str) -> None:
+        """Wrap one hook of a script addon: record that it ran to its end, and turn an
+        exception escaping it into a refusal.
+
+        Why: mitmproxy logs an exception from a hook (its message may quote the upload)
+        and carries on, so the request is forwarded unchecked.  The wrapper refuses the
+        request instead (unless audit mode or on_error=pass) and logs the exception's type
+        and place only.  The completion mark also lets the guard's own hooks, which run
+        after exifguard's in the chain, refuse a flow for which an exifguard hook did not
+        finish, whatever the reason (e.g. something wrapped around it raised)."""
         orig = getattr(addon, hook, None)
         if not callable(orig):
             return
         name = getattr(addon, "name", type(addon).__name__)
+        mark = f"{name}.{hook}"
+        self.hooked[hook].append(mark)
+        done = self._done
+
         if inspect.iscoroutinefunction(orig):
-            async def async_wrapper(flow: http.HTTPFlow) -> None:
+            async def async_wrapper(obj: Any) -> None:
                 try:
-                    await orig(flow)
+                    await orig(obj)
                 except Exception as exc:  # noqa: BLE001 - see docstring
-                    _escaped(name, hook, flow, exc)
+                    _escaped(name, hook, obj, exc)
+                done(obj, mark)
             wrapper: Any = async_wrapper
         else:
-            def wrapper(flow: http.HTTPFlow) -> None:
+            def wrapper(obj: Any) -> None:
                 try:
-                    orig(flow)
+                    orig(obj)
                 except Exception as exc:  # noqa: BLE001 - see docstring
-                    _escaped(name, hook, flow, exc)
+                    _escaped(name, hook, obj, exc)
+                done(obj, mark)
         wrapper.__doc__ = getattr(orig, "__doc__", None)
         setattr(addon, hook, wrapper)
+
+    @staticmethod
+    def _done(obj: Any, mark: str) -> None:
+        if isinstance(obj, http.HTTPFlow):
+            obj.metadata.setdefault(DONE_KEY, set()).add(mark)
+        else:  # a client connection: the mark lives (and dies) with it
+            try:
+                obj.__dict__.setdefault(CLIENT_DONE_ATTR, set()).add(mark)
+            except AttributeError:
+                pass
 
     # ---- health ------------------------------------------------------------------------
     def faults(self) -> list[str]:
@@ -325,9 +352,38 @@ class Guard:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self._refuse_unless_healthy(flow)
+        self._refuse_unless_done(flow, "requestheaders")
 
     def request(self, flow: http.HTTPFlow) -> None:
         self._refuse_unless_healthy(flow)
+        self._refuse_unless_done(flow, "request")
+
+    def _refuse_unless_done(self, flow: http.HTTPFlow, hook: str) -> None:
+        if flow.response is not None or flow.error is not None or not flow.live or not self.checked:
+            return
+        client_done = getattr(flow.client_conn, CLIENT_DONE_ATTR, set())
+        unchecked = [m for h in CLIENT_HOOKS for m in self.hooked.get(h, ()) if m not in client_done]
+        if unchecked:  # admission (loopback-only) did not run to its end: never lenient
+            log.error("exifguard: %s did not complete for this client (see above); its request was "
+                      "refused, nothing was sent", unchecked[0])
+            flow.response = http.Response.make(
+                REFUSED_STATUS, "exifguard could not check this proxy client, so its request was refused and "
+                                "nothing was sent.\n", {"content-type": "text/plain; charset=utf-8"})
+            return
+        done = flow.metadata.get(DONE_KEY, set())
+        missing = [m for m in self.hooked.get(hook, ()) if m not in done]
+        if not missing:
+            return
+        if _lenient():
+            log.error("exifguard: %s did not complete for a request to %s; it went on unchecked "
+                      "(audit mode or on_error=pass)", missing[0], flow.request.pretty_host[:100])
+            return
+        log.error("exifguard: %s did not complete for a request to %s (see above); the request was "
+                  "refused, nothing was sent", missing[0], flow.request.pretty_host[:100])
+        flow.response = http.Response.make(
+            REFUSED_STATUS, f"exifguard could not check this request ({missing[0]} failed), so it was refused "
+                            "and nothing was sent. The proxy's output says where it failed.\n",
+            {"content-type": "text/plain; charset=utf-8"})
 
     def _refuse_unless_healthy(self, flow: http.HTTPFlow) -> None:
         if flow.response is not None or flow.error is not None:
@@ -402,20 +458,35 @@ class Guard:
             log.warning(self._banner("exifguard WARNING: this mitmproxy set-up exposes you", lines))
 
 
-def _escaped(addon: str, hook: str, flow: http.HTTPFlow, exc: BaseException) -> None:
-    """An addon's request hook raised: log type and place (never the message), refuse the flow."""
+def _lenient() -> bool:
+    """The person chose to forward what cannot be checked (audit mode or on_error=pass)."""
+    try:
+        opts = ctx.options
+        return getattr(opts, "exifguard_mode", "strip") == "audit" or \
+            getattr(opts, "exifguard_on_error", "block") == "pass"
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _escaped(addon: str, hook: str, obj: Any, exc: BaseException) -> None:
+    """An addon's hook raised: log type and place (never the message), refuse the flow/client."""
     frames = traceback.extract_tb(exc.__traceback__)
     where = f"{frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else "?"
-    opts = ctx.options
-    lenient = getattr(opts, "exifguard_mode", "strip") == "audit" or \
-        getattr(opts, "exifguard_on_error", "block") == "pass"
-    if lenient or not flow.live or flow.response is not None:
+    if not isinstance(obj, http.HTTPFlow):  # client_connected: admission must not fail open
+        log.error("exifguard: %s.%s raised %s at %s; the client was refused", addon, hook,
+                  type(exc).__name__, where)
+        try:
+            obj.error = "exifguard could not check this client"
+        except Exception:  # noqa: BLE001
+            pass
+        return
+    if _lenient() or not obj.live or obj.response is not None:
         log.error("exifguard: %s.%s raised %s at %s; the request went on unchecked (audit mode or "
                   "on_error=pass)", addon, hook, type(exc).__name__, where)
         return
     log.error("exifguard: %s.%s raised %s at %s; the request was refused, nothing was sent",
               addon, hook, type(exc).__name__, where)
-    flow.response = http.Response.make(
+    obj.response = http.Response.make(
         REFUSED_STATUS, f"exifguard could not check this request (internal error: {type(exc).__name__}), so "
                         "it was refused and nothing was sent. The proxy's output says where it failed.\n",
         {"content-type": "text/plain; charset=utf-8"})
