@@ -30,7 +30,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from exifguard.icap.squid import CERTGEN, squid_config
-from exifguard.proxy.ca import build_ca
+from exifguard.proxy.ca import CERT_FILE, KEY_FILE, create_ca
 from exifguard.proxy.hosts import HostSet
 
 #: Names the tests use; all resolve to 127.0.0.1 inside Squid.
@@ -153,12 +153,10 @@ def start_squid(icap_urls: list[str], sink_port: int, sink_cert: Path, *, extra:
     os.chmod(d, 0o755)
     proxy_user = pwd.getpwnam("proxy")
     hosts = HostSet.build()
-    key, cert = build_ca(hosts.domains())
-    ca_pem, key_pem = d / "ca.pem", d / "ca-key.pem"
-    ca_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    os.chmod(key_pem, 0o600)
+    # the CA exactly as docs/deploy.md makes it (exifguard cert create): name-constrained to the
+    # AI hosts, key and certificate in one 0600 file that Squid reads for tls-cert and tls-key
+    create_ca(d / "ca", hosts.domains())
+    key_pem, ca_pem = d / "ca" / KEY_FILE, d / "ca" / CERT_FILE
     sink_ca = d / "sink-ca.pem"
     shutil.copyfile(sink_cert, sink_ca)
     (d / "hosts").write_text("127.0.0.1 localhost " + " ".join(TEST_NAMES) + "\n")
@@ -168,7 +166,7 @@ def start_squid(icap_urls: list[str], sink_port: int, sink_cert: Path, *, extra:
         os.chown(p, proxy_user.pw_uid, proxy_user.pw_gid)
     os.chmod(d, 0o755)
     port = free_port()
-    conf = squid_config(hosts, icap=icap_urls, ca_cert=ca_pem, ca_key=key_pem, http_port=f"127.0.0.1:{port}",
+    conf = squid_config(hosts, icap=icap_urls, ca_cert=key_pem, http_port=f"127.0.0.1:{port}",
                         ssl_db=str(ssl_db))
     conf = conf.replace("acl SSL_ports port 443", f"acl SSL_ports port 443 {sink_port}")
     conf += "\n".join([
