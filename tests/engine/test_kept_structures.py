@@ -835,3 +835,37 @@ def test_icc_checks_agree_on_mutated_profiles(edits) -> None:
     for at, value in edits:
         blob[at % len(blob)] = value
     _agree(bytes(blob))
+
+
+# -- TIFF: JPEG streams inside the image follow the JPEG rules ---------------------------------
+
+from . import test_tiff as tiffb  # noqa: E402
+
+
+def _jpeg_in_tiff(jpeg: bytes) -> bytes:
+    b = tiffb.Builder("<")
+    strip = b.blob(jpeg)
+    entries = [(256, 3, [48]), (257, 3, [32]), (258, 3, [8, 8, 8]), (259, 3, [7]), (262, 3, [6]),
+               (273, 4, [strip]), (277, 3, [3]), (278, 3, [32]), (279, 4, [len(jpeg)]), (284, 3, [1])]
+    return b.done(b.ifd(entries))
+
+
+def test_tiff_jpeg_strip_with_exif_behind_a_dac_marker_is_neutralised() -> None:
+    data = _jpeg_in_tiff(jb.splice(jb.base_jpeg(), [_exif_as(0xCC), _exif_as(0xF3)]))
+    res = scrub(data)
+    assert canary.find(res.data, CANARY) == [] and len(res.data) == len(data)
+    assert {"TIFF embedded JPEG marker 0xFFCC", "TIFF embedded JPEG marker 0xFFF3"} <= \
+        {r.carrier for r in res.removed}
+    assert scrub(res.data).data == res.data
+    tiff_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="DAC|marker"):
+        tiff_verify.verify(data, ScrubOptions())
+
+
+def test_tiff_jpeg_strip_with_text_after_its_tables_is_refused() -> None:
+    table = jb.segment(0xDB, b"\x01" + bytes(range(1, 65)) + CANARY)
+    data = _jpeg_in_tiff(jb.splice(jb.base_jpeg(), [table]))
+    with pytest.raises(ScrubError, match="does not match its length"):
+        scrub(data)
+    with pytest.raises(ScrubError, match="fill its length"):
+        tiff_verify.verify(data, ScrubOptions())

@@ -186,6 +186,8 @@ def _structure_ok(marker: int, payload: bytes) -> bool:
     return True
 
 
+
+
 def _dac_ok(table: int, value: int) -> bool:
     """One arithmetic conditioning entry: DC (class 0) holds L <= U, AC (class 1) K in 1..63."""
     tc, tb = table >> 4, table & 15
@@ -213,6 +215,12 @@ _APP_IDS: tuple[tuple[bytes, str], ...] = (
     (b"Ducky", "Ducky"), (b"AgfaGevaert", "AgfaGevaert"), (b"PrintIM", "PrintIM"),
     (b"Photoshop 3.0", "Photoshop 3.0"), (b"Adobe_CM", "Adobe_CM"), (b"Adobe", "Adobe"),
 )
+
+
+def segment_is_what_it_claims(marker: int, payload: bytes) -> bool:
+    """`_structure_ok` for other walkers that meet JPEG streams (TIFF JPEG strips and
+    JPEGTables): a kept table or frame segment must fill exactly its declared length."""
+    return _structure_ok(marker, payload)
 
 
 def _ident(payload: bytes) -> str | None:

@@ -19,7 +19,9 @@ Approach: *keep what renders, zero the rest.*
    shared between a kept and a removed entry are never damaged.
 4. JPEG streams inside the image (JPEGTables, JPEG-compressed strips/tiles, old-style
    JPEG) may carry their own APPn/COM segments before the scan: those are renamed to an
-   APP15 and zero-filled, like the JPEG walker does (APP14 "Adobe" is kept).
+   APP15 and zero-filled, like the JPEG walker does (APP14 "Adobe" is kept), and so are
+   a DAC outside an arithmetic frame and extension markers; tables and frame headers
+   must fill exactly their declared length.
 
 `preserve_length=False` returns the same bytes: dropping space from a TIFF means
 rewriting every offset, and the in-place result is never larger than the input.
@@ -38,6 +40,7 @@ from ..exif import tag_name
 from ..xmp import xmp_property_names
 from ..report import Findings, ScrubOptions
 from ._splice import Splice
+from .jpeg import segment_is_what_it_claims
 from .._bytes import all_zero
 
 #: Tags that image rendering needs (TIFF 6.0 baseline + extensions); everything else goes.
@@ -590,11 +593,22 @@ def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_ARITHMETIC = frozenset({0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_JPEG_TABLES = frozenset({0xC4, 0xDB, 0xDD})
+
+
 def _neutralise_jpeg(out: bytearray, start: int, end: int, findings: Findings) -> None:
-    """Rename APPn (but APP14 Adobe) and COM segments before the scan to zeroed APP15."""
+    """Neutralise what an embedded JPEG stream holds before its scan that no decoder
+    needs: APPn (but APP14 Adobe) and COM, a DAC outside an arithmetic frame, extension
+    and reserved markers (JPGn, DHP, EXP, a DNL before any scan).  Each becomes a zeroed
+    APP15 of the same length.  Tables and frame headers must fill exactly their declared
+    length (else the file is refused): like the JPEG walker, nothing kept is a hiding place.
+    """
     if out[start:start + 2] != b"\xff\xd8":
         return  # not a complete JPEG stream (e.g. a continuation strip): no segments to check
     p = start + 2
+    frame = 0
     for _ in range(MAX_JPEG_MARKERS):
         while p < end and out[p] == 0xFF and p + 1 < end and out[p + 1] == 0xFF:
             p += 1  # fill bytes
@@ -614,11 +628,25 @@ def _neutralise_jpeg(out: bytearray, start: int, end: int, findings: Findings) -
         if seg_len < 2 or p + 2 + seg_len > end:
             raise ScrubError("TIFF: an embedded JPEG segment runs past its strip")
         body = slice(p + 4, p + 2 + seg_len)
-        is_app = 0xE0 <= m <= 0xEF or m == 0xFE
+        if m in _JPEG_FRAMES or m in _JPEG_TABLES:
+            if not segment_is_what_it_claims(m, bytes(out[body])):
+                raise ScrubError("TIFF: an embedded JPEG table or frame header does not match its length")
+            if m in _JPEG_FRAMES:
+                frame = m
+            p += 2 + seg_len
+            continue
         neutral = m == 0xEF and all_zero(out, p + 4, p + 2 + seg_len)
         adobe = m == 0xEE and bytes(out[body][:5]) == b"Adobe"
-        if is_app and not neutral and not adobe:
-            name = "COM" if m == 0xFE else f"APP{m - 0xE0}"
+        dac = m == 0xCC and frame in _JPEG_ARITHMETIC
+        if dac and not segment_is_what_it_claims(m, bytes(out[body])):
+            raise ScrubError("TIFF: an embedded JPEG DAC segment holds impossible values")
+        if not (neutral or adobe or dac):
+            if m == 0xFE:
+                name = "COM"
+            elif 0xE0 <= m <= 0xEF:
+                name = f"APP{m - 0xE0}"
+            else:
+                name = f"marker 0xFF{m:02X}"
             findings.remove(f"TIFF embedded JPEG {name}", p, seg_len + 2)
             out[p + 1] = 0xEF
             out[body] = bytes(seg_len - 2)

@@ -9,8 +9,8 @@ Written apart from the walker on purpose.  It accepts the output only if:
 * Orientation appears only when allowed (and with a sane value), ICC only when allowed
   and only as a well-formed ICC profile;
 * every byte that no kept structure references is zero (no stale or appended data);
-* embedded JPEG streams carry no APPn/COM segment before the scan except APP14 "Adobe"
-  and all-zero APP15 padding.
+* embedded JPEG streams carry nothing before the scan but exact-fitting tables and frame
+  headers, a DAC only in an arithmetic frame, APP14 "Adobe" and all-zero APP15 padding.
 """
 
 from __future__ import annotations
@@ -106,10 +106,33 @@ def _ints(v: _View, t: tuple[int, int, int, int]) -> tuple[int, ...]:
     return v.get(f"{cnt}{_INT_CODES[typ]}", where)
 
 
+def _exact_fill(m: int, body: bytes) -> bool:
+    """DQT/DHT/DRI/SOFn inside an embedded JPEG: their fields account for every byte."""
+    n = len(body)
+    if m == 0xDD:
+        return n == 2
+    if m == 0xDB:
+        k = 0
+        while k < n:
+            if body[k] >> 4 > 1 or body[k] & 0x0F > 3:
+                return False
+            k += 129 if body[k] >> 4 else 65
+        return k == n
+    if m == 0xC4:
+        k = 0
+        while k + 17 <= n:
+            if body[k] >> 4 > 1 or body[k] & 0x0F > 3:
+                return False
+            k += 17 + sum(body[k + 1:k + 17])
+        return k == n
+    return n >= 6 and n == 6 + 3 * body[5]
+
+
 def _jpeg_clean(buf: bytes, a: int, b: int) -> None:
     if buf[a:a + 2] != b"\xff\xd8":
         return
     i = a + 2
+    frame = 0
     for _ in range(4096):
         while i + 1 < b and buf[i] == 0xFF and buf[i + 1] == 0xFF:
             i += 1
@@ -133,6 +156,16 @@ def _jpeg_clean(buf: bytes, a: int, b: int) -> None:
             ok = (m == 0xEE and payload[:5] == b"Adobe") or (m == 0xEF and all_zero(payload))
             if not ok:
                 _fail(f"embedded JPEG still has an APP{m - 0xE0 if m != 0xFE else 'COM'} segment")
+        elif m in (0xC4, 0xDB, 0xDD) or (0xC0 <= m <= 0xCF and m not in (0xC8, 0xCC)):
+            if not _exact_fill(m, payload):
+                _fail(f"embedded JPEG segment 0xFF{m:02X} does not fill its length exactly")
+            if 0xC0 <= m <= 0xCF and m != 0xC4:
+                frame = m
+        elif m == 0xCC:
+            if frame not in (0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF) or len(payload) % 2 or len(payload) > 16:
+                _fail("embedded JPEG has a DAC segment outside an arithmetic frame")
+        else:
+            _fail(f"embedded JPEG keeps marker 0xFF{m:02X} before its scan")
         i += 2 + ln
     _fail("embedded JPEG stream has too many segments")
 
