@@ -24,6 +24,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="largest image side drawn (default 4096: up to 2048x1536 photos)")
     p.add_argument("--refuse-every", type=int, default=33,
                    help="every Nth upload is a truncated JPEG that must be blocked (0: none)")
+    p.add_argument("--fault-every", type=int, default=0, metavar="N",
+                   help="also load tests/proxy/fault_addon.py and make every Nth upload trigger a fault "
+                        "in the engine, verifier, carrier layer or policy (it must be blocked, and the "
+                        "uploads around it must still arrive cleaned)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also write the numbers here")
     p.add_argument("--keep-output", action="store_true", help="print the proxy's output at the end")
@@ -40,12 +44,16 @@ def main(argv: list[str] | None = None) -> int:
 
     log(f"building {a.uploads} uploads")
     t = time.perf_counter()
-    items = fh.build_load(a.uploads, seed=a.seed, max_side=a.max_side, refuse_every=a.refuse_every)
+    items = fh.build_load(a.uploads, seed=a.seed, max_side=a.max_side, refuse_every=a.refuse_every,
+                          fault_every=a.fault_every)
     log(f"built in {time.perf_counter() - t:.1f} s ({sum(len(i.up.body) for i in items) / 1e6:.1f} MB of bodies)")
     with tempfile.TemporaryDirectory(prefix="egload-") as tmp:
         tmpdir = Path(tmp)
         sink = fh.Sink(tmpdir)
-        proxy = start_proxy(tmpdir, sink.port, sink.cert)
+        if a.fault_every:
+            proxy, _ = fh.start_fault_proxy(tmpdir, sink)
+        else:
+            proxy = start_proxy(tmpdir, sink.port, sink.cert)
         try:
             fh.settle(proxy, quiet=1.0)
             log(f"proxy on port {proxy.port} (mitmdump pid {fh.mitmdump_pid(proxy)}); sending")
@@ -62,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         d = dataclasses.asdict(res)
         d.update(p50=res.percentile(50), p99=res.percentile(99), lost=res.lost, proxy_rc=rc)
         a.json.write_text(json.dumps(d, indent=1))
-    ok = not res.failures and res.lost == 0 and not res.oracle_leaks and rc == 0
+    ok = not res.failures and res.lost == 0 and not res.oracle_leaks and rc == 0 and not res.private_log_lines
     print("loadtest: PASS" if ok else "loadtest: FAIL")
     return 0 if ok else 1
 

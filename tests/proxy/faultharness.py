@@ -38,7 +38,7 @@ from PIL import Image
 
 from support import canary
 
-from .harness import ProxyProc
+from .harness import ProxyProc, start_proxy
 from .sink import Received, Sink
 
 #: Every marker starts with this, so one search finds any of them in any encoding.
@@ -440,6 +440,37 @@ def status_kb(pid: int) -> dict[str, int]:
     return out
 
 
+FAULT_ADDON = Path(__file__).with_name("fault_addon.py")
+
+
+def start_fault_proxy(tmp: Path, sink: Sink, *run_args: str, audit: Path | None = None,
+                      mitmdump_args: tuple[str, ...] = (), **env: str) -> tuple[ProxyProc, Path]:
+    """`exifguard run` (harness.start_proxy) with fault_addon.py loaded after exifguard's own
+    script; returns the proxy and the folder where fired.log records each fault that fired.
+    `env` sets the injector's EGFAULT_* variables (see fault_addon.py)."""
+    fault_dir = tmp / "faults"
+    fault_dir.mkdir(exist_ok=True)
+    audit = audit or tmp / "audit.jsonl"
+    values = {"EGFAULT_DIR": str(fault_dir), "EGFAULT_AUDIT_PATH": str(audit), **env}
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)  # start_proxy hands its environment to exifguard run
+    try:
+        args = run_args if "--audit-log" in run_args else (*run_args, "--audit-log", str(audit))
+        p = start_proxy(tmp, sink.port, sink.cert, *args, extra=[*mitmdump_args, "-s", str(FAULT_ADDON)])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    p.audit = audit
+    if not p.wait_for("FAULT-INJECTOR ready", 20):
+        p.stop()
+        raise RuntimeError("the fault injector did not load:\n" + p.output())
+    settle(p, quiet=0.3)  # start-up lines are not a fault's
+    return p, fault_dir
+
+
 def lines_since(proxy: ProxyProc, mark: int) -> list[str]:
     return list(proxy.lines[mark:])
 
@@ -503,6 +534,8 @@ class LoadResult:
     rss_after_kb: int = 0         # VmRSS a few seconds after the run
     oracle_checked: int = 0
     oracle_leaks: list[str] = field(default_factory=list)
+    image_lines: int = 0          # exifguard's per-image log lines during the run
+    private_log_lines: int = 0    # log lines holding a canary marker (must be 0)
 
     @property
     def lost(self) -> int:
@@ -532,6 +565,8 @@ class LoadResult:
             f" after - fresh {(self.rss_after_kb - self.rss_cold_kb) / mb:+.0f} MB)",
             f"  ExifTool oracle: {self.oracle_checked} cleaned images read, "
             f"{len(self.oracle_leaks)} with a non-allowlisted tag",
+            f"  log: {self.image_lines} per-image exifguard lines for {self.uploads} uploads, "
+            f"{self.private_log_lines} holding a private value",
             *(f"  FAIL {f}" for f in self.failures[:20]),
         ])
 
@@ -540,11 +575,18 @@ class LoadResult:
 SIZES = [((64, 48), 40), ((200, 150), 30), ((480, 360), 20), ((1024, 768), 8), ((2048, 1536), 2)]
 
 
+#: the faults `build_load(fault_every=...)` mixes in (fault_addon.py must be loaded)
+LOAD_FAULTS = ("engine-runtime", "engine-memory", "verify-reject", "carrier-internal", "rewrite-raise",
+               "policy-raise")
+
+
 def build_load(n: int, *, seed: int = 1, variants: int = 4, max_side: int = 4096,
-               refuse_every: int = 33) -> list[LoadItem]:
+               refuse_every: int = 33, fault_every: int = 0) -> list[LoadItem]:
     """`n` uploads cycling formats and shapes over a pool of canary images.
 
-    Every `refuse_every`-th upload is a truncated JPEG that must be blocked.  Images are
+    Every `refuse_every`-th upload is a truncated JPEG that must be blocked; with
+    `fault_every`, every such upload is a JPEG that triggers one of LOAD_FAULTS in the
+    fault injector (also to be blocked, and not to disturb the uploads around it).  Images are
     drawn from a pool (format x size class x variant) so generation stays quick; each
     upload still has its own id and its own body.
     """
@@ -556,6 +598,11 @@ def build_load(n: int, *, seed: int = 1, variants: int = 4, max_side: int = 4096
     items = []
     for i in range(n):
         shape = shapes[i % len(shapes)]
+        if fault_every and i % fault_every == fault_every - 1:
+            fault = LOAD_FAULTS[(i // fault_every) % len(LOAD_FAULTS)]
+            img = make_image("JPEG", f"{MARK_PREFIX}-load-fault", seed=i, fault=fault)
+            items.append(LoadItem(SHAPES[shape](img, "JPEG", i, " " + trigger(fault).decode()), True, ("JPEG", -2)))
+            continue
         if refuse_every and i % refuse_every == refuse_every - 1:
             img = truncated_jpeg(f"{MARK_PREFIX}-load-refuse", seed=i % 5)
             items.append(LoadItem(SHAPES[shape](img, "JPEG", i), True, ("JPEG", -1)))
@@ -609,6 +656,7 @@ def run_load(proxy: ProxyProc, sink: Sink, items: list[LoadItem], concurrency: i
         time.sleep(settle_seconds)
     sink.clear()
     res.rss_before_kb = status_kb(pid).get("VmRSS", 0)
+    mark = len(proxy.lines)
     local = threading.local()
     clients: list[Client] = []
     lock = threading.Lock()
@@ -689,6 +737,10 @@ def run_load(proxy: ProxyProc, sink: Sink, items: list[LoadItem], concurrency: i
     if strays:
         res.failures.append(f"the sink received {len(strays)} request(s) nobody sent")
     res.oracle_checked, res.oracle_leaks = _oracle(sample)
+    settle(proxy, quiet=0.5)
+    lines = lines_since(proxy, mark)
+    res.image_lines = count(lines, r"exifguard: .*image \(")
+    res.private_log_lines = sum(1 for line in lines if MARK_PREFIX in line)
     return res
 
 

@@ -36,7 +36,6 @@ from .harness import ProxyProc, start_proxy
 
 pytestmark = [pytest.mark.e2e]
 
-FAULT_ADDON = Path(__file__).with_name("fault_addon.py")
 SLOW_SECONDS = 1.5
 VERDICT = r"exifguard: .*(BLOCKED|[Kk]illed|refused)"
 DIAGNOSTIC = r"exifguard: internal error"
@@ -46,9 +45,10 @@ DIAGNOSTIC = r"exifguard: internal error"
 #: by the client's loopback address (EGFAULT_PEERS).
 FLOW_EVENTS = {"requestheaders", "request", "responseheaders", "response", "error", "http_connect",
                "http_connected", "http_connect_error", "http_connect_upstream"}
-#: Admission hooks decide whether a client may use the proxy at all: when one fails, the
-#: client must be refused (nothing else can make up for a check that did not run).
-ADMISSION = {"client_connected", "tls_clienthello", "next_layer"}
+#: Exifguard's admission hooks decide whether a client may use the proxy at all: when one
+#: fails, the client must be refused (nothing else can make up for a check that did not
+#: run).  A backup's hook failing (the Guard's) leaves exifguard's own check in force.
+ADMISSION = {"Exifguard.client_connected", "Exifguard.tls_clienthello", "Exifguard.next_layer"}
 #: The `error` event only fires for a flow that fails: those requests also reset upstream.
 NEEDS_FLOW_ERROR = {"error", "http_connect_error", "server_connect_error", "tls_failed_server"}
 
@@ -91,30 +91,10 @@ def _hook_param(h: str):  # type: ignore[no-untyped-def]
 # ---- fixtures --------------------------------------------------------------------------------
 def start_fault_proxy(tmp: Path, sink: fh.Sink, *run_args: str, audit: Path | None = None,
                       mitmdump_args: tuple[str, ...] = (), **env: str) -> tuple[ProxyProc, Path]:
-    """`exifguard run` with the fault injector loaded after exifguard's own script."""
-    fault_dir = tmp / "faults"
-    fault_dir.mkdir(exist_ok=True)
-    audit = audit or tmp / "audit.jsonl"
-    values = {"EGFAULT_DIR": str(fault_dir), "EGFAULT_SLOW": str(SLOW_SECONDS),
-              "EGFAULT_AUDIT_PATH": str(audit),
-              "EGFAULT_PEERS": ",".join(f"{h}={ip}" for h, ip in PEERS.items()), **env}
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        args = run_args if "--audit-log" in run_args else (*run_args, "--audit-log", str(audit))
-        p = start_proxy(tmp, sink.port, sink.cert, *args, extra=[*mitmdump_args, "-s", str(FAULT_ADDON)])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    p.audit = audit
-    if not p.wait_for("FAULT-INJECTOR ready", 20):
-        p.stop()
-        raise RuntimeError("the fault injector did not load:\n" + p.output())
-    fh.settle(p, quiet=0.3)  # start-up lines are not a fault's
-    return p, fault_dir
+    """fh.start_fault_proxy with this module's client addresses for the connection hooks."""
+    env = {"EGFAULT_SLOW": str(SLOW_SECONDS),
+           "EGFAULT_PEERS": ",".join(f"{h}={ip}" for h, ip in PEERS.items()), **env}
+    return fh.start_fault_proxy(tmp, sink, *run_args, audit=audit, mitmdump_args=mitmdump_args, **env)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +251,7 @@ def test_hook_raising_fails_closed(fproxy, fresh, hook):
     # logged once: by mitmproxy ("Addon error") or by exifguard's own guard, not both, not twice
     assert fh.count(lines, rf"Addon error: |{DIAGNOSTIC}") == 1, lines
     refused = r.status is None or r.status >= 400
-    if event in ADMISSION:
+    if hook in ADMISSION:
         assert refused, f"the client was served ({r.status}) although its admission check failed"
     if refused:
         assert fresh.received == [], "refused, yet forwarded"
