@@ -364,3 +364,81 @@ def env_section(env: dict[str, str], shared_note: str) -> list[str]:
     if shared_note:
         L += ["", shared_note]
     return L + [""]
+
+
+# ---- part 4: ICAP behind Squid ----------------------------------------------------------------------
+ICAP_BEGIN = "<!-- icap part: begin (scripts/bench --parts icap replaces this block) -->"
+ICAP_END = "<!-- icap part: end -->"
+
+
+def icap_targets(r) -> list[Target]:
+    """Targets of issue 13 point 6 (r: benchlib.icap.IcapResult or None)."""
+    if r is None:
+        return []
+    out: list[Target] = []
+    a, b = r.latency.get("squid alone"), r.latency.get("squid + exifguard")
+    if a and b and a.n and b.n:
+        x = b.median / a.median
+        out.append(Target(f"ICAP latency, {_mb(r.photo_bytes)} photo, Squid + exifguard / Squid alone", "≤ 1.2x",
+                          f"{fmt_ratio(x)} ({fmt_ms(b.median)} vs {fmt_ms(a.median)} ms)", x <= 1.2))
+    a, b = r.text_latency.get("squid alone"), r.text_latency.get("squid + exifguard")
+    if a and b and a.n and b.n:
+        x = b.median / a.median
+        out.append(Target(f"ICAP non-image POST ({r.text_bytes / 1000:.0f} kB), Squid + exifguard / Squid alone",
+                          "≤ 1.05x", f"{fmt_ratio(x)} ({fmt_ms(b.median)} vs {fmt_ms(a.median)} ms)", x <= 1.05))
+    if r.rps.get(1) and r.rps.get(2):
+        x = r.rps[2] / r.rps[1]
+        out.append(Target(f"ICAP uploads/s at concurrency {r.concurrency}, 2 workers / 1", "≥ 1.7x",
+                          f"{fmt_ratio(x)} ({r.rps[2]:.1f} vs {r.rps[1]:.1f} uploads/s)", x >= 1.7))
+    return out
+
+
+def icap_section(r, not_run: str | None = None) -> list[str]:
+    L = ["## 4. ICAP behind Squid", "", ICAP_BEGIN, ""]
+    if r is None:
+        L += [f"(not run: {not_run or '--parts'})", "", ICAP_END, ""]
+        return L
+    ts = icap_targets(r)
+    if ts:
+        L += targets_section(ts)
+    L += [f"Squid {r.squid_version} (ssl_bump of the AI hosts, configuration from `exifguard squid-config`) "
+          "→ `exifguard icap` → a local HTTPS sink, all on 127.0.0.1, on the machine above. "
+          "\"Squid alone\" is the same configuration with `icap_enable off`. Each client request opens "
+          "a new connection (CONNECT + TLS through Squid), as a browser's first upload does.", ""]
+    rows = []
+    for what, d, size in (("photo upload (multipart POST)", r.latency, r.photo_bytes),
+                          ("non-image POST (JSON chat message)", r.text_latency, r.text_bytes)):
+        a, b = d.get("squid alone"), d.get("squid + exifguard")
+        if a and b and a.n and b.n:
+            rows.append([what, _mb(size), fmt_range_ms(a), fmt_range_ms(b), fmt_ratio(b.median / a.median),
+                         str(a.n)])
+    L += _table(["request", "size", "Squid alone, ms", "Squid + exifguard (2 workers), ms", "ratio", "rounds"],
+                rows) + [""]
+    rows = [[str(w), f"{r.rps[w]:.1f}", str(r.rps_failed.get(w, 0)),
+             f"{r.peak_rss_kb.get(w, 0) / 1024:.0f} MB"] for w in sorted(r.rps)]
+    if rows:
+        L += [f"Throughput: {r.requests} uploads of a {_mb(r.small_photo_bytes)} photo at concurrency "
+              f"{r.concurrency} through Squid + exifguard. Peak RSS: the service's parent and worker "
+              "processes together (VmHWM). On 2 cores the client, Squid, the sink and the service share "
+              "the same CPUs, so a second worker process can only use what the others leave.", ""]
+        L += _table(["worker processes", "uploads/s", "failed", "peak RSS of the service"], rows) + [""]
+    if r.errors:
+        L += ["Errors: " + "; ".join(r.errors), ""]
+    L += [ICAP_END, ""]
+    return L
+
+
+def splice_icap(existing: str, section: list[str]) -> str:
+    """An existing report with its ICAP section replaced (or inserted before the analysis
+    and profiles), so `--parts icap` alone keeps every other part's published results."""
+    text = "\n".join(section).rstrip("\n")
+    i, j = existing.find(ICAP_BEGIN), existing.find(ICAP_END)
+    if i >= 0 and j > i:
+        begin = existing.rfind("## 4. ICAP behind Squid", 0, i)
+        start = begin if begin >= 0 else i
+        return existing[:start] + text + existing[j + len(ICAP_END):]
+    for marker in ("## Where the time goes", "## Profiles"):
+        k = existing.find(marker)
+        if k >= 0:
+            return existing[:k] + text + "\n\n" + existing[k:]
+    return existing.rstrip("\n") + "\n\n" + text + "\n"
