@@ -541,8 +541,13 @@ def response_head(status: int, headers: Iterable[tuple[str, str]],
     return head + b"".join(raw for _, raw in sections)
 
 
-def chunked(body: bytes, size: int = 64 * 1024) -> list[bytes]:
-    """A body as ICAP chunks (ending with the last chunk)."""
+def chunked(body: bytes, size: int | None = None) -> list[bytes]:
+    """A body as ICAP chunks, ending with the last chunk: one chunk by default (pieces to
+    write, not joined: a large body is not copied into chunk-sized pieces first)."""
+    if not body:
+        return [LAST_CHUNK]
+    if size is None:
+        return [b"%x\r\n" % len(body), body, b"\r\n" + LAST_CHUNK]
     mv = memoryview(body)
     return [chunk(bytes(mv[i:i + size])) for i in range(0, len(body), size)] + [LAST_CHUNK]
 

@@ -148,6 +148,8 @@ class Server:
             await self._serve(_Conn(reader, self.read_timeout), writer)
         except (_Closed, ConnectionError):
             pass
+        except asyncio.CancelledError:  # shutting down: the connection just ends
+            pass
         except Exception as exc:  # noqa: BLE001 - one connection's bug must not stop the server
             log.error("exifguard icap: internal error on a connection: %s", type(exc).__name__)
             try:
