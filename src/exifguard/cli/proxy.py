@@ -185,7 +185,8 @@ def cmd_pac(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        srv.shutdown()
+        from .run import _shutdown_pac
+        _shutdown_pac(srv)
     return 0
 
 

@@ -47,7 +47,7 @@ RUN_STATE = "run.json"
 AUDIT_NAME = "audit.jsonl"
 PAC_NAME = "proxy.pac"
 READY_TIMEOUT_S = 90.0     # mitmdump normally reports within 1-2 s; a loaded machine is slow
-STOP_STEPS = ((signal.SIGINT, 4.0), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0))
+STOP_STEPS = ((signal.SIGINT, 4.0), (signal.SIGTERM, 2.0), (getattr(signal, "SIGKILL", signal.SIGTERM), 2.0))
 #: exifguard options exifguard run sets itself and a person must not
 RESERVED = {"exifguard_selftest_token": "set by exifguard run for `exifguard selftest`",
             "exifguard_ready_file": "set by exifguard run to learn that the addon is ready"}
@@ -527,8 +527,13 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
                     return 0
                 port, notes = verify_record(record, plan, host=args.host, port=args.port, certs=certs,
                                             allow_hosts=hosts.allow_hosts())
-            except RunError:
+            except RunError as exc:
                 stop_child(proc)
+                if args.port and proc.returncode not in (None, 0) and not instance.port_free(args.host, args.port):
+                    # taken between our probe and mitmdump's bind: our advice, not mitmproxy's
+                    alt = instance.free_port(args.host, args.port)
+                    raise RunError(f"{exc}\nport {args.port} on {args.host} is in use by another program. Pick "
+                                   f"a free port with --port, for example:\n  {prefix} run --port {alt}") from None
                 raise
             finally:
                 ready_file.unlink(missing_ok=True)

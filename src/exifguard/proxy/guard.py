@@ -336,6 +336,25 @@ class Guard:
     # ---- hooks -------------------------------------------------------------------------
     def running(self) -> None:
         self.check()
+        if getattr(ctx.options, READY_OPTION, ""):
+            self._watch_parent()
+
+    def _watch_parent(self) -> None:
+        """Under `exifguard run`: stop when exifguard is gone.  Linux does this with a
+        parent-death signal; this covers the platforms without one (macOS)."""
+        parent = os.getppid()
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(1.0)
+                if os.getppid() != parent:
+                    log.error("exifguard: `exifguard run` (pid %d) is gone; stopping this mitmdump", parent)
+                    ctx.master.shutdown()
+                    return
+        try:
+            self._parent_task = asyncio.get_running_loop().create_task(watch())
+        except RuntimeError:  # no loop (tests)
+            pass
 
     def check(self) -> None:
         """Decide readiness once the script's addons are loaded and configured."""
