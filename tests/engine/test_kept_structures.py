@@ -869,3 +869,18 @@ def test_tiff_jpeg_strip_with_text_after_its_tables_is_refused() -> None:
         scrub(data)
     with pytest.raises(ScrubError, match="fill its length"):
         tiff_verify.verify(data, ScrubOptions())
+
+
+def test_jpeg_restart_intervals_no_scan_uses_are_neutralised() -> None:
+    base = jb.base_jpeg()
+    words = [CANARY[k:k + 2] for k in range(0, len(CANARY), 2)]
+    idle = b"".join(jb.segment(0xDD, w) for w in words)        # each redefined before any scan
+    sos = base.index(b"\xff\xda")
+    data = base[:sos] + idle + jb.segment(0xDD, b"\0\0") + base[sos:]
+    eoi = data.rindex(b"\xff\xd9")
+    data = data[:eoi] + jb.segment(0xDD, b"Zz") + data[eoi:]  # after the last scan
+    res = assert_clean(data)
+    assert [r.carrier for r in res.removed].count("unused DRI") == len(words) + 1
+    jpeg_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="restart interval"):
+        jpeg_verify.verify(data, ScrubOptions())

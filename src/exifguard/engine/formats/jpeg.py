@@ -391,6 +391,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     # precede the frame header, and ICC is one profile spread over many segments.
     arithmetic = _frame_is_arithmetic(segs)
     tables = _tables(data, walk.items, arithmetic)
+    idle_dri = _idle_restart_intervals(segs)
     icc_ok = options.keep_icc and _icc_ok(data, segs)
 
     # Pass 2: decide each segment; collect the output pieces.  Both modes assemble the
@@ -424,6 +425,9 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             # not what it claims (e.g. an Exif block whose marker byte was changed).
             keep = False
             carrier = "marker 0xFFCC"
+        elif m == 0xDD and s in idle_dri:
+            keep = False  # no scan follows before it is redefined or the image ends
+            carrier = "unused DRI"
         elif m in (0xDB, 0xC4) and not any(t.used for t in tables[s]):
             keep = False  # defines only tables no scan decodes with
             carrier = "unused DQT" if m == 0xDB else "unused DHT"
@@ -582,6 +586,23 @@ def _tables(data: bytes, items: list[tuple[str, int, int, int]], arithmetic: boo
                     if key in dht:
                         dht[key].used = True
     return found
+
+
+def _idle_restart_intervals(segs: list[tuple[int, int, int]]) -> set[int]:
+    """Starts of DRI segments no scan uses: another DRI or the end of the image comes
+    before the next SOS.  Each is only 2 bytes, but there may be thousands of them."""
+    idle: set[int] = set()
+    pending: int | None = None
+    for m, s, _ in segs:
+        if m == 0xDD:
+            if pending is not None:
+                idle.add(pending)
+            pending = s
+        elif m == _SOS:
+            pending = None
+    if pending is not None:
+        idle.add(pending)
+    return idle
 
 
 def _neutral_table(t: _Table, data: bytes) -> bytes:

@@ -152,6 +152,7 @@ class _Ledger:
         self.sof = 0
         self.qsel: dict[int, int] = {}
         self.started: set[int] = set()
+        self.restart_at: int | None = None  # a DRI no scan has used yet
 
     def define(self, code: int, at: int, body: bytes) -> None:
         k = 0
@@ -193,6 +194,8 @@ class _Ledger:
             self.current[key][3] = True
 
     def check(self) -> None:
+        if self.restart_at is not None:
+            raise _fail(f"restart interval at {self.restart_at} is used by no scan")
         for at, size, is_dht, used in self.defs:
             if used:
                 continue
@@ -267,6 +270,11 @@ def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[i
                 if not frames:
                     raise _fail(f"scan at {i} comes before any frame header")
                 ledger.scan(payload)
+                ledger.restart_at = None
+            elif code == 0xDD:
+                if ledger.restart_at is not None:
+                    raise _fail(f"restart interval at {ledger.restart_at} is redefined before any scan uses it")
+                ledger.restart_at = i
             elif code != 0xDD:
                 frames.append(code)
                 ledger.frame(code, payload)
