@@ -91,8 +91,7 @@ def test_preview_then_continue_then_rest_split_everywhere():
         assert isinstance(ev[-1], PreviewEnd) and not ev[-1].ieof and p.waiting
         ev2 = p.feed(rest[:cut])  # arrives before the server decided: held back
         assert ev2 == []
-        p.continue_body()
-        ev3 = p.feed(rest[cut:])
+        ev3 = p.continue_body() + p.feed(rest[cut:])
         assert b"".join(e.data for e in ev3 if isinstance(e, BodyData)) == b" world"
         assert isinstance(ev3[-1], BodyEnd)
 
@@ -213,3 +212,34 @@ def test_response_head_encapsulated_offsets():
     assert b"Encapsulated" not in response_head(204, [("ISTag", '"x"')])
     assert b"Encapsulated: null-body=0" in response_head(200, [])
     assert b"".join(chunked(b"ab" * 5, size=4)) == b"4\r\nabab\r\n4\r\nabab\r\n2\r\nab\r\n0\r\n\r\n"
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.integers(1, 50))
+def test_any_bytes_give_events_or_icap_error(data, step):
+    """Garbage, truncations and mutations: only ICAPError ever escapes the parser."""
+    p = Parser()
+    try:
+        for i in range(0, len(data), step):
+            p.feed(data[i:i + step])
+    except ICAPError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 10_000), st.integers(0, 255), st.integers(1, 40))
+def test_mutated_valid_requests_give_events_or_icap_error(pos, byte, step):
+    base = reqmod([b"hello", b" world"], preview=5)
+    data = bytearray(base)
+    data[pos % len(data)] = byte
+    p = Parser()
+    try:
+        for i in range(0, len(data), step):
+            for ev in p.feed(bytes(data[i:i + step])):
+                if isinstance(ev, PreviewEnd) and not ev.ieof:
+                    p.continue_body()  # (its events are not needed here)
+    except ICAPError:
+        pass

@@ -348,3 +348,40 @@ def test_audit_log_records_the_client_never_values(service, tmp_path):
     assert rec["client_ip"] == "10.1.2.3" and rec["user"] == user and rec["via"] == "icap"
     assert rec["action"] == "stripped" and rec["host"] == "claude.ai" and "GPS" in " ".join(rec["tags"])
     assert not fh.leaked(text.encode())
+
+
+def test_one_slow_image_does_not_hold_the_others(service):
+    """Two inspection threads: a quick upload finishes while a slow one is still inspected."""
+    from exifguard.carriers import rewrite_request
+    slow_started, slow_done = threading.Event(), threading.Event()
+
+    def rw(method, url, headers, body, options):
+        if b"SLOWSLOW" in body:
+            slow_started.set()
+            time.sleep(3)
+        return rewrite_request(method, url, headers, body, options)
+
+    cfg = ServiceConfig(threads=2)
+    s = service(cfg, Reqmod(cfg, rewrite=rw))
+    slow = fh.multipart_upload(image(50), "JPEG", 50, "SLOWSLOW")
+    quick = fh.raw_put(image(51), "JPEG", 51)
+
+    def go_slow() -> None:
+        exchange(Client(s.port), *reqmod(slow.method, slow.url, shape_request(slow), slow.body))
+        slow_done.set()
+
+    t = threading.Thread(target=go_slow)
+    t.start()
+    assert slow_started.wait(30)
+    r = exchange(Client(s.port), *reqmod(quick.method, quick.url, shape_request(quick), quick.body))
+    assert r.status == 200 and not fh.leaked(r.body)
+    assert not slow_done.is_set(), "the quick upload waited for the slow one"
+    t.join(30)
+    assert slow_done.is_set()
+
+
+def test_delete_with_an_image_body_is_inspected_like_the_proxy_does(service):
+    s = service()
+    up = fh.raw_put(image(52), "JPEG", 52)
+    r = exchange(Client(s.port), *reqmod("DELETE", up.url, shape_request(up), up.body, preview=100))
+    assert r.status == 200 and r.body is not None and not fh.leaked(r.body)

@@ -56,7 +56,8 @@ CLIENT_HEADERS = (("client_ip", "x-client-ip"), ("user", "x-authenticated-user")
 """ICAP request headers naming the proxy's client (Squid: icap_send_client_ip /
 icap_send_client_username; ProxySG: X-Client-IP, X-Authenticated-User).  Recorded in the
 audit log so an administrator can follow up; never metadata values."""
-NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT", "DELETE"})
+NO_BODY_METHODS = frozenset({"OPTIONS"})
+"""Never inspected (CORS preflights), as in the proxy: any other method with a body is."""
 
 RewriteFn = Callable[..., RequestRewrite]
 

@@ -369,12 +369,14 @@ class Parser:
     def waiting(self) -> bool:
         return self._state is _S.WAIT
 
-    def continue_body(self) -> None:
-        """The server sent 100 Continue: the rest of the body follows."""
+    def continue_body(self) -> list[Event]:
+        """The server sent 100 Continue: the rest of the body follows (events for any of it
+        already buffered are returned)."""
         if self._state is not _S.WAIT:
             raise RuntimeError("continue_body() outside a preview")
         self._in_preview = False
         self._state = _S.CHUNK_SIZE
+        return self.feed(b"")
 
     def next_request(self) -> list[Event]:
         """The server answered the current request; parse whatever follows."""

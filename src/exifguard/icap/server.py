@@ -77,7 +77,7 @@ class _Conn:
         return self.events.popleft()
 
     def continue_body(self) -> None:
-        self.parser.continue_body()
+        self.events.extend(self.parser.continue_body())
 
     def next_request(self) -> None:
         self.events.extend(self.parser.next_request())
