@@ -12,7 +12,7 @@ Measured, each comparison interleaved round by round:
   * latency of a non-image POST (a 20 kB JSON chat message): the cost of the ICAP round
     trip for ordinary traffic to an AI host;
   * uploads per second at concurrency 32 with 1 and 2 worker processes (1 MB photos,
-    to keep the run short);
+    to keep the run short), through Squid and straight to the service;
   * peak RSS of the ICAP service (parent + workers, VmHWM).
 """
 
@@ -63,10 +63,16 @@ class IcapResult:
     rps: dict[int, float] = field(default_factory=dict)
     """workers -> uploads per second at the concurrency below."""
     rps_failed: dict[int, int] = field(default_factory=dict)
+    rps_direct: dict[int, float] = field(default_factory=dict)
+    """workers -> REQMOD exchanges per second sent straight to the service (no Squid): the
+    service's own scaling, which Squid's single process and the shared CPUs hide above."""
     concurrency: int = 32
     requests: int = 0
     peak_rss_kb: dict[int, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    when: str = ""
+    load: tuple[float, float] = (float("nan"), float("nan"))
+    """1-minute load average at the start and the end of this part."""
 
 
 def available() -> str | None:
@@ -110,6 +116,8 @@ def run_icap(work: Path, *, reps: int, requests: int, concurrency: int = 32, log
         return None
     sys.path.insert(0, str(REPO / "tests"))
     sys.path.insert(0, str(REPO / "src"))
+    from icap.icapclient import Client as IcapClient
+    from icap.icapclient import exchange, reqmod
     from icap.squidharness import free_port, send, squid_version, start_squid, wait_port
 
     work.mkdir(parents=True, exist_ok=True)
@@ -117,7 +125,8 @@ def run_icap(work: Path, *, reps: int, requests: int, concurrency: int = 32, log
     small = gen.make_photos(work / "photos", [1])[0].read_bytes()
     text = json.dumps({"prompt": "Summarise the attached notes. " * 650, "model": "x"}).encode()
     res = IcapResult(squid_version() or "?", len(photo), len(small), len(text), concurrency=concurrency,
-                     requests=requests)
+                     requests=requests, when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    load0 = os.getloadavg()[0]
     procs: list[subprocess.Popen] = []
     squids = []
     try:
@@ -189,11 +198,33 @@ def run_icap(work: Path, *, reps: int, requests: int, concurrency: int = 32, log
                 list(ex.map(one, range(requests)))
             res.rps[workers] = (requests - failed) / (time.perf_counter() - t)
             res.rps_failed[workers] = failed
+            log(f"icap: {requests} REQMODs straight to the service at concurrency {concurrency}, "
+                f"{workers} worker process(es)")
+            h, body = _multipart(small, 7)
+            first, rest = reqmod("POST", "https://claude.ai/api/upload",
+                                 [("Host", "claude.ai"), *h.items(), ("Content-Length", str(len(body)))],
+                                 body, preview=32768)
+            port = services[workers][1]
+
+            def direct(_i: int) -> bool:
+                c = IcapClient(port)
+                try:
+                    return exchange(c, first, rest).status == 200
+                except OSError:
+                    return False
+                finally:
+                    c.close()
+
+            t = time.perf_counter()
+            with ThreadPoolExecutor(concurrency) as ex:
+                ok = sum(ex.map(direct, range(requests)))
+            res.rps_direct[workers] = ok / (time.perf_counter() - t)
             res.peak_rss_kb[workers] = _tree_hwm_kb(services[workers][0].pid)
     except Exception as exc:  # noqa: BLE001 - a benchmark part that fails says why
         log(f"icap: could not complete: {type(exc).__name__}: {exc}")
         res.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
+        res.load = (load0, os.getloadavg()[0])
         for sq in squids:
             sq.stop()
         for p in procs:

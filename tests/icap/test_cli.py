@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from exifguard.cli import icap as cli_icap
 from exifguard.icap.squid import squid_names
