@@ -884,3 +884,18 @@ def test_jpeg_restart_intervals_no_scan_uses_are_neutralised() -> None:
     jpeg_verify.verify(res.data, ScrubOptions())
     with pytest.raises(ScrubError, match="restart interval"):
         jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_png_extra_or_misplaced_copies_of_small_kept_chunks_are_neutralised() -> None:
+    pieces = [png_chunk(b"gAMA", CANARY[k:k + 4]) for k in range(0, 16, 4)]  # 4 copies: 1 kept
+    data = png_insert(base_png(), pieces, after_idat=[png_chunk(b"pHYs", CANARY[:9])])
+    res = assert_clean(data)
+    assert png_types(res.data).count(b"gAMA") == 1 and b"pHYs" not in png_types(res.data)
+    png_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="more than one"):
+        png_verify.verify(data, ScrubOptions())
+    palette = png_insert(base_png("P"), [png_chunk(b"gAMA", CANARY[:4])])  # after PLTE
+    res = scrub(palette)
+    assert b"gAMA" not in png_types(res.data) and pixels(res.data) == pixels(palette)
+    with pytest.raises(ScrubError, match="after the palette"):
+        png_verify.verify(palette, ScrubOptions())

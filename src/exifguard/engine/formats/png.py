@@ -457,6 +457,14 @@ def _put(out: _Out, c: _Chunk, chunk: bytes, options: ScrubOptions) -> None:
 
 _IMAGE_DATA_STEP = 1 << 20
 
+# Kept ancillary chunks that count once and only before the image data (and, for the
+# colour-space ones, before the palette): libpng ignores a second copy or one out of
+# place ("duplicate", "out of place"), so each extra copy would be free bytes riding
+# along - a few bytes each, but a file may hold thousands of them.
+_ONCE_BEFORE_IDAT = frozenset({b"gAMA", b"cHRM", b"sRGB", b"cICP", b"sBIT", b"pHYs", b"bKGD",
+                               b"tRNS", b"iCCP", b"acTL"})
+_BEFORE_PLTE = frozenset({b"gAMA", b"cHRM", b"sRGB", b"cICP", b"sBIT", b"iCCP"})
+
 # Sizes that depend on the IHDR colour type (PNG 3rd ed. §11.3): 0 grey, 2 truecolour,
 # 3 indexed, 4 grey+alpha, 6 truecolour+alpha.  libpng ignores these chunks at any other
 # size ("invalid"), so dropping them changes nothing a decoder shows.
@@ -479,9 +487,10 @@ def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
     Refused outright (a decoder fails, or decoders disagree on what they show): a
     second PLTE or tRNS, PLTE after the image data, and image data split by another
     chunk unless its zlib stream was already complete before the gap.  Neutralised
-    (decoders ignore them, so the picture does not change): a second iCCP or acTL,
-    tRNS/iCCP/acTL after the image data, fcTL/fdAT without an acTL before the image
-    data (the file is not animated), and IDAT after a complete image data stream.
+    (decoders ignore them, so the picture does not change): a second copy of a kept
+    ancillary chunk, one after the image data, a colour-space chunk after the palette,
+    fcTL/fdAT without an acTL before the image data (the file is not animated), and
+    IDAT after a complete image data stream.
     """
     first = next(i for i, c in enumerate(chunks) if c.ctype == b"IDAT")
     run_end = first
@@ -501,10 +510,12 @@ def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
             raise ScrubError(f"PNG has more than one {t.decode()} chunk; decoders disagree on which applies")
         elif t == b"PLTE" and idx > first:
             raise ScrubError("PNG palette (PLTE) comes after the image data (corrupt file)")
-        elif t in (b"tRNS", b"iCCP", b"acTL") and idx > first:
+        elif t in _ONCE_BEFORE_IDAT and idx > first:
             out[idx] = "<after image data>"
-        elif t in (b"iCCP", b"acTL") and t in seen:
+        elif t in _ONCE_BEFORE_IDAT and t in seen:
             out[idx] = "<second copy>"
+        elif t in _BEFORE_PLTE and b"PLTE" in seen:
+            out[idx] = "<after the palette>"
         elif t in (b"fcTL", b"fdAT") and not animated:
             out[idx] = "<not animated>"
         elif t == b"PLTE" and colour_type != 3:

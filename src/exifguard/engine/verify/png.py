@@ -3,8 +3,8 @@
 It re-reads the output from scratch and accepts only: the signature; IHDR first and
 IEND last; chunks whose type is on the rendering allowlist (iCCP only when ICC is
 kept, and then only as one zlib stream holding one well-formed ICC profile), with a
-valid CRC and a plausible size, at most one PLTE, tRNS, iCCP and acTL and all of them
-before the image data, one unbroken run of IDAT, fcTL/fdAT only after an acTL;
+valid CRC and a plausible size, at most one of each kept ancillary type, all of them
+before the image data (colour-space chunks before the palette), one unbroken run of IDAT, fcTL/fdAT only after an acTL;
 `skIp` padding whose payload is all zeros; at most one `eXIf` that is a minimal TIFF holding nothing but Orientation
 (the rest zero); and nothing but zero bytes after IEND.  Any doubt raises ScrubError.
 """
@@ -86,6 +86,11 @@ class _Order:
     _BY_COLOUR = {b"tRNS": (2, None, 6, None, None, None, None), b"bKGD": (2, None, 6, 1, 2, None, 6),
                   b"sBIT": (1, None, 3, 3, 2, None, 4)}
 
+    # at most once, before the image data; the colour-space ones before the palette too
+    _SINGLE = {b"PLTE", b"tRNS", b"iCCP", b"acTL", b"gAMA", b"cHRM", b"sRGB", b"cICP", b"sBIT",
+               b"pHYs", b"bKGD"}
+    _COLOUR_SPACE = {b"gAMA", b"cHRM", b"sRGB", b"cICP", b"sBIT", b"iCCP"}
+
     def __init__(self) -> None:
         self.colour = -1
         self.entries = 0
@@ -102,12 +107,14 @@ class _Order:
             self.data_state = 2
 
     def check(self, ctype: bytes) -> None:
-        if ctype in (b"PLTE", b"tRNS", b"iCCP", b"acTL"):
+        if ctype in self._SINGLE:
             self.counts[ctype] = self.counts.get(ctype, 0) + 1
             if self.counts[ctype] > 1:
                 raise ScrubError(f"more than one {type_code(ctype)} chunk")
             if self.data_state:
                 raise ScrubError(f"{type_code(ctype)} chunk after the image data")
+            if ctype in self._COLOUR_SPACE and self.counts.get(b"PLTE"):
+                raise ScrubError(f"{type_code(ctype)} chunk after the palette")
             if ctype == b"acTL":
                 self.animated = True
         elif ctype in (b"fcTL", b"fdAT") and not self.animated:
