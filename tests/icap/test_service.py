@@ -385,3 +385,12 @@ def test_delete_with_an_image_body_is_inspected_like_the_proxy_does(service):
     up = fh.raw_put(image(52), "JPEG", 52)
     r = exchange(Client(s.port), *reqmod("DELETE", up.url, shape_request(up), up.body, preview=100))
     assert r.status == 200 and r.body is not None and not fh.leaked(r.body)
+
+
+def test_no_body_without_allow_204_is_echoed(service):
+    s = service()
+    c = Client(s.port)
+    first, _ = reqmod("GET", "https://claude.ai/x", [("Host", "claude.ai")], None, allow_204=False)
+    c.send(first)
+    r = c.read()
+    assert r.status == 200 and r.sections["req-hdr"].startswith(b"GET https://claude.ai/x") and r.body is None

@@ -200,8 +200,8 @@ class Server:
             return False
         head = req.http_head()
         assert head is not None
-        if not req.has_body:
-            await self._unchanged(writer, req, head, None, may_204=True)
+        if not req.has_body:  # nothing to inspect; 204 only if allowed (no preview here, §4.6)
+            await self._unchanged(writer, req, head, None, may_204=False)
             return True
         match = self.reqmod.classify(head)
         if match is None:
