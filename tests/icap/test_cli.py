@@ -152,3 +152,23 @@ def test_workers_die_with_a_killed_parent():
     p.kill()
     p.wait(5)
     assert _wait(lambda: not any(_alive(k) for k in kids)), "orphaned ICAP workers"
+
+
+def test_generated_config_parses_cleanly_with_squid(tmp_path):
+    """`squid -k parse` accepts the generated file as an administrator would install it."""
+    import shutil
+
+    from exifguard.icap.squid import squid_config
+    from exifguard.proxy.ca import create_ca
+    squid = shutil.which("squid") or ("/usr/sbin/squid" if os.path.exists("/usr/sbin/squid") else None)
+    if squid is None:
+        import pytest
+        pytest.skip("squid is not installed (Debian: apt-get install squid-openssl)")
+    create_ca(tmp_path / "ca", HostSet.build().domains())
+    conf = tmp_path / "squid.conf"
+    conf.write_text(squid_config(HostSet.build(), ca_cert=tmp_path / "ca" / "mitmproxy-ca.pem",
+                                 ssl_db=str(tmp_path / "ssl_db")))
+    r = subprocess.run([squid, "-k", "parse", "-f", str(conf)], capture_output=True, text=True, timeout=60)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out[-2000:]
+    assert not re.search(r"WARNING|ERROR|FATAL|Bungled|unrecognized", out, re.I), out[-2000:]
