@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--buffer-budget", default="1g", metavar="SIZE",
                    help="upload bytes one worker process holds at once; more: refused with 503 (default 1g)")
     p.add_argument("--max-connections", type=int, default=128, metavar="N",
-                   help="ICAP connections per worker process (advertised as Max-Connections; default 128)")
+                   help="ICAP connections the service accepts (advertised as Max-Connections; default 128)")
     _host_args(p)
     p.set_defaults(func=cmd_icap)
 

@@ -84,7 +84,7 @@ class ServiceConfig:
     """Preview size advertised in OPTIONS.  Not 64 KiB: Squid 5.7 then waits forever on a
     chunked request body (it sent 65535 bytes of preview and never the end of it)."""
     max_connections: int = 128
-    """Per process (OPTIONS advertises this times the number of processes)."""
+    """Advertised as Max-Connections; also each process's own limit (one may get them all)."""
     options_ttl: int = 3600
     audit_log: Path | None = None
     service_path: str = "/reqmod"

@@ -8,7 +8,9 @@ that died (its connections were reset, so the proxy failed those requests: with
 bypass=off nothing was forwarded) and stops them all on SIGTERM/SIGINT.  Each worker
 dies with the parent (PR_SET_PDEATHSIG), so `kill -9` of the parent leaves no orphans.
 
-Bounds per process: `Max-Connections` connections (more are answered 503 and closed),
+Bounds per process: `Max-Connections` connections (the service's advertised total, which
+one process may also take alone, since the kernel does not split connections evenly; more
+are answered 503 and closed),
 `buffer_budget` bytes of bodies held at once and `inspect_limit` per body (more: the
 upload is refused and the rest of its body read and discarded), the inspection pool's
 threads and queue (more: 503 busy), and a read timeout on idle or trickling
@@ -213,7 +215,7 @@ class Server:
         c = self.config
         return [("Methods", "REQMOD"), ("Service", f"exifguard/{__version__} image metadata cleaner"),
                 ("Service-ID", "exifguard"), *self._headers(close),
-                ("Max-Connections", str(c.max_connections * max(1, c.processes))),
+                ("Max-Connections", str(c.max_connections)),
                 ("Options-TTL", str(c.options_ttl)), ("Allow", "204"), ("Preview", str(c.preview)),
                 ("Transfer-Preview", "*")]
 
