@@ -522,13 +522,23 @@ from . import test_gif as gifb  # noqa: E402
 from . import test_heif as heifb  # noqa: E402
 
 
+def heif_with_props(props: bytes, positions: list[int]) -> bytes:
+    """A synthetic HEIF whose item 1 is associated with ispe (1) and `positions`."""
+    data = heifb.build_heif(extra_props=props)
+    old_ipma = heifb.full(b"ipma", 0, 0, struct.pack(">IHBB", 1, 1, 1, 0x81))
+    links = bytes([0x81] + positions)
+    new_ipma = heifb.full(b"ipma", 0, 0, struct.pack(">IHB", 1, 1, len(links)) + links)
+    assert old_ipma in data
+    return _grow_boxes(data.replace(old_ipma, new_ipma), [b"meta", b"iprp"], len(new_ipma) - len(old_ipma))
+
+
 @pytest.mark.parametrize("kind", [b"prof", b"rICC"])
 def test_heif_colr_profile_must_be_icc(kind: bytes) -> None:
-    real = heifb.build_heif(extra_props=heifb.box(b"colr", kind + ib.srgb()))
+    real = heif_with_props(heifb.box(b"colr", kind + ib.srgb()), [2])
     res = scrub(real)
     assert ib.srgb() in res.data and ("colour profile", "HEIF colr ICC") in [(k.what, k.detail) for k in res.kept]
     heif_verify.verify(res.data, ScrubOptions())
-    fake = heifb.build_heif(extra_props=heifb.box(b"colr", kind + ib.text_posing_as_profile(CANARY)))
+    fake = heif_with_props(heifb.box(b"colr", kind + ib.text_posing_as_profile(CANARY)), [2])
     res = scrub(fake)
     assert canary.find(res.data, CANARY) == [] and len(res.data) == len(fake)
     assert "ICC profile" in [r.carrier for r in res.removed]
@@ -724,15 +734,7 @@ def test_jpeg_scan_before_any_frame_header_is_refused() -> None:
 
 def test_heif_item_with_two_icc_profiles_is_refused() -> None:
     two = heifb.box(b"colr", b"prof" + ib.srgb()) + heifb.box(b"colr", b"rICC" + ib.srgb())
-    data = heifb.build_heif(extra_props=two)
-    # associate item 1 with properties 1 (ispe), 2 and 3 (both profiles)
-    old_ipma = heifb.full(b"ipma", 0, 0, struct.pack(">IHBB", 1, 1, 1, 0x81))
-    new_ipma = heifb.full(b"ipma", 0, 0, struct.pack(">IHBBBB", 1, 1, 3, 0x81, 0x02, 0x03))
-    assert old_ipma in data
-    grown = len(new_ipma) - len(old_ipma)
-    data = data.replace(old_ipma, new_ipma)
-    # the meta box and its iprp grew by `grown` bytes; fix their sizes and shift iloc offsets
-    data = _grow_boxes(data, [b"meta", b"iprp"], grown)
+    data = heif_with_props(two, [2, 3])  # item 1: ispe and both profiles
     with pytest.raises(ScrubError, match="more than one ICC"):
         scrub(data)
     blank_handler = data.replace(b"Handler\0", bytes(8))  # as the walker leaves it
@@ -899,3 +901,17 @@ def test_png_extra_or_misplaced_copies_of_small_kept_chunks_are_neutralised() ->
     assert b"gAMA" not in png_types(res.data) and pixels(res.data) == pixels(palette)
     with pytest.raises(ScrubError, match="after the palette"):
         png_verify.verify(palette, ScrubOptions())
+
+
+def test_heif_properties_no_item_uses_are_blanked() -> None:
+    props = heifb.box(b"colr", b"prof" + ib.srgb()) + heifb.box(b"pasp", CANARY[:8]) \
+        + heifb.box(b"ispe", bytes(4) + CANARY[8:16])
+    data = heif_with_props(props, [2])  # pasp (3) and the second ispe (4) belong to nothing
+    res = scrub(data)
+    assert canary.find(res.data, CANARY[:8]) == [] and canary.find(res.data, CANARY[8:16]) == []
+    carriers = [r.carrier for r in res.removed]
+    assert "HEIF unused property pasp" in carriers and "HEIF unused property ispe" in carriers
+    assert ib.srgb() in res.data
+    heif_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="belongs to no item"):
+        heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())

@@ -353,11 +353,16 @@ def _iref(w: _Walk, iref: Box) -> None:
 def _iprp(w: _Walk, iprp: Box) -> None:
     profiles: set[int] = set()              # 1-based ipco positions of kept ICC profiles
     links: list[tuple[int, list[int]]] = []  # (item, property positions) from every ipma
-    for box in iter_boxes(w.data, iprp.body, iprp.end, w.budget):
-        if box.type == b"ipco":
-            profiles |= _ipco(w, box)
-        elif box.type == b"ipma":
+    children = list(iter_boxes(w.data, iprp.body, iprp.end, w.budget))
+    for box in children:  # associations first: a property no item uses is not kept
+        if box.type == b"ipma":
             links += _ipma(w, box)
+    used = {p for _, props in links for p in props}
+    for box in children:
+        if box.type == b"ipco":
+            profiles |= _ipco(w, box, used)
+        elif box.type == b"ipma":
+            pass
         elif box.type in PADDING:
             _zero_padding(w, box)
         else:
@@ -368,13 +373,18 @@ def _iprp(w: _Walk, iprp: Box) -> None:
             raise ScrubError("HEIF: an image item is associated with more than one ICC profile")
 
 
-def _ipco(w: _Walk, ipco: Box) -> set[int]:
-    """Clean the item properties; return the 1-based positions of the ICC profiles kept."""
+def _ipco(w: _Walk, ipco: Box, used: set[int]) -> set[int]:
+    """Clean the item properties; return the 1-based positions of the ICC profiles kept.
+
+    A property no item is associated with (`used` holds the 1-based positions ipma
+    names) renders nothing, yet holds free values: it is blanked like any other box."""
     # Properties are addressed by their 1-based position, so boxes are renamed, never removed.
     kept: set[int] = set()
     for position, box in enumerate(iter_boxes(w.data, ipco.body, ipco.end, w.budget), start=1):
         if box.type in PADDING:
             _zero_padding(w, box)
+        elif position not in used and box.type in KEEP_PROPS:
+            _blank_box(w, box, f"HEIF unused property {box.name}")
         elif box.type == b"colr":
             ctype = bytes(w.data[box.body:box.body + 4])
             if ctype in (b"prof", b"rICC"):

@@ -133,6 +133,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
 def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptions) -> None:
     icc_at: set[int] = set()  # 1-based property positions holding an ICC profile
     maps: list[B] = []
+    props_seen: list[tuple[int, bytes]] = []
     for box in walk(buf, iprp.payload, iprp.end, counter):
         _padding_ok(buf, box)
         if box.kind == b"ipco":
@@ -140,6 +141,7 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
                 if prop.kind not in _PROPS:
                     raise ScrubError(f"item property '{type_code(prop.kind)}' is not allowed")
                 _padding_ok(buf, prop)
+                props_seen.append((n, bytes(prop.kind)))
                 if prop.kind == b"colr" and buf[prop.payload:prop.payload + 4] in (b"prof", b"rICC"):
                     if not options.keep_icc:
                         raise ScrubError("an ICC profile is left although keep_icc is off")
@@ -149,10 +151,15 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
             maps.append(box)
         elif box.kind not in (b"free", b"skip"):
             raise ScrubError(f"iprp child '{type_code(box.kind)}' is not allowed")
+    associated: set[int] = set()
     for m in maps:
         for props in _associations(buf, m, counter):
+            associated |= props
             if len(icc_at & props) > 1:
                 raise ScrubError("an image item has more than one ICC profile")
+    for n, kind in props_seen:
+        if kind not in (b"free", b"skip") and n not in associated:
+            raise ScrubError(f"item property {n} ('{type_code(kind)}') belongs to no item")
 
 
 def _associations(buf: bytes, ipma: B, counter: Counter) -> list[set[int]]:
