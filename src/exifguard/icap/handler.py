@@ -250,7 +250,9 @@ class Reqmod:
             return await self.pool.run(lambda deadline: self._check(head, body, deadline, client),
                                        size=len(body), timeout=self.config.inspect_timeout)
         except Busy as exc:
-            return self.busy(host, str(exc))
+            # the pool names the proxy's options; this service's are --threads / --queue
+            return self.busy(host, str(exc).replace("exifguard_workers / exifguard_queue",
+                                                    "exifguard icap --threads / --queue"))
         except InspectionTimeout as exc:
             self.counters.timeouts += 1
             return self.cannot_inspect(host, _Refused(
