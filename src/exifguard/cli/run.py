@@ -449,7 +449,7 @@ def cmd_run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
 
 
 def _run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
-    from ..proxy import ca, pac
+    from ..proxy import ca
     prefix = command_prefix()
     passthrough = list(args.mitmdump_args or [])
     if passthrough and passthrough[0] == "--":
