@@ -915,3 +915,54 @@ def test_heif_properties_no_item_uses_are_blanked() -> None:
     heif_verify.verify(res.data, ScrubOptions())
     with pytest.raises(ScrubError, match="belongs to no item"):
         heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())
+
+
+# -- GIF: graphic control and looping extensions that apply to nothing ------------------------------
+
+def _gce(delay: int, packed: int = 0, index: int = 0) -> bytes:
+    return b"\x21\xf9\x04" + bytes([packed]) + struct.pack("<H", delay) + bytes([index]) + b"\0"
+
+
+def _gif_frames(data: bytes) -> list[tuple[bytes, int | None]]:
+    out = []
+    with Image.open(io.BytesIO(data)) as im:
+        for k in range(getattr(im, "n_frames", 1)):
+            im.seek(k)
+            out.append((im.convert("RGBA").tobytes(), im.info.get("duration")))
+    return out
+
+
+def test_gif_graphic_controls_that_apply_to_no_image_are_neutralised() -> None:
+    base = gifb._gif(2, loop=0)
+    # text in the delay fields of GCEs no image uses: two before the first image's own GCE,
+    # one before a plain-text block (which is neutralised) and one before the trailer
+    words = [struct.unpack("<H", CANARY[k:k + 2])[0] for k in range(0, 6, 2)]
+    first = base.index(b"\x21\xf9\x04")
+    data = base[:first] + _gce(words[0]) + _gce(words[1]) + base[first:]
+    data = data[:-1] + _gce(words[2]) + gifb._plain_text(b"hello") + _gce(7) + b";"
+    res = scrub(data)
+    assert CANARY[:6] not in res.data and len(res.data) == len(data)
+    for k in range(0, 6, 2):
+        assert CANARY[k:k + 2] not in res.data[first:first + 16]
+    assert [r.carrier for r in res.removed].count("GIF graphic control (applies to no image)") == 4
+    assert _gif_frames(res.data) == _gif_frames(base)
+    assert scrub(res.data).data == res.data
+    gif_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="applies to no image"):
+        gif_verify.verify(data.replace(gifb._plain_text(b"hello"), b""), ScrubOptions())
+    compact = scrub(data, options=ScrubOptions(preserve_length=False))
+    assert _gif_frames(compact.data) == _gif_frames(base)
+
+
+def test_gif_repeated_looping_extension() -> None:
+    base = gifb._gif(2, loop=3)
+    at = base.index(b"NETSCAPE2.0") - 3
+    loop = base[at:at + 19]
+    same = base[:at + 19] + loop + base[at + 19:]
+    res = scrub(same)
+    assert res.data.count(b"NETSCAPE2.0") == 1 and _gif_frames(res.data) == _gif_frames(base)
+    with pytest.raises(ScrubError, match="second looping"):
+        gif_verify.verify(same, ScrubOptions())
+    other = loop[:16] + b"\x07" + loop[17:]
+    with pytest.raises(ScrubError, match="different loop counts"):
+        scrub(base[:at + 19] + other + base[at + 19:])

@@ -153,10 +153,23 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     trailer = -1
     images = 0
     icc_kept = False
+    # A Graphic Control Extension applies to the next graphic block.  One that is
+    # followed by another GCE, by plain text (neutralised, so the GCE would otherwise
+    # move onto the next image) or by the trailer applies to no image: it is neutralised.
+    pending_gce: tuple[int, int] | None = None
+    loop_value: bytes | None = None  # the loop sub-block of the first looping extension
+
+    def drop_pending_gce() -> None:
+        nonlocal pending_gce
+        if pending_gce is not None:
+            neutralise(pending_gce[0], pending_gce[1], "GIF graphic control (applies to no image)")
+            pending_gce = None
+
     while p < n:
         intro = data[p]
         walk.tick()
         if intro == 0x3B:
+            drop_pending_gce()
             trailer = p
             break
         if intro == 0x2C:
@@ -171,6 +184,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 raise ScrubError(f"GIF: image at offset {p} is truncated")
             _, p = walk.sub_blocks(q, f"image data at offset {q}")
             images += 1
+            pending_gce = None  # the GCE before this image is used
             continue
         if intro != 0x21:
             raise ScrubError(f"GIF: unexpected byte 0x{intro:02X} at offset {p} where a block "
@@ -190,6 +204,8 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
                 extra += blocks[1:]
             if zero_blocks(extra):
                 findings.remove("GIF graphic control (extra bytes)", start, end - start)
+            drop_pending_gce()
+            pending_gce = (start, end)
             continue
         if label == 0xFF:
             ident = data[blocks[0][0]:blocks[0][0] + blocks[0][1]] if blocks else b""
@@ -197,6 +213,15 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             if ident in _LOOPING:
                 # keep a well-formed loop sub-block (01 + loop count); zero anything else
                 keep_first = bool(rest) and rest[0][1] == 3 and data[rest[0][0]] == 1
+                value = bytes(data[rest[0][0]:rest[0][0] + 3]) if keep_first else b""
+                if loop_value is not None:
+                    # decoders take the first or the last copy: equal copies are redundant,
+                    # different ones make the loop count a matter of the decoder
+                    if value != loop_value:
+                        raise ScrubError("GIF: two looping extensions with different loop counts")
+                    neutralise(start, end, f"GIF application {ident.decode()} (second copy)")
+                    continue
+                loop_value = value
                 if zero_blocks(rest[1:] if keep_first else rest):
                     findings.remove(f"GIF application {ident.decode()} (extra bytes)", start, end - start)
                 findings.keep("animation", ident.decode())
@@ -228,6 +253,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             neutralise(start, end, "GIF comment", ("Comment",), blocks)
             continue
         if label == 0x01:
+            drop_pending_gce()
             neutralise(start, end, "GIF plain text", ("Text",), blocks[1:])
             continue
         neutralise(start, end, f"GIF extension 0x{label:02X}")
@@ -248,7 +274,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     view = memoryview(out.build())
     compact: list[memoryview] = []
     pos = 0
-    for a, b in drops:
+    for a, b in sorted(drops):  # an unused GCE is dropped after the blocks that follow it
         compact.append(view[pos:a])
         pos = b
     compact.append(view[pos:])

@@ -2,12 +2,12 @@
 
 Accepts only: header + logical screen descriptor + colour tables, image blocks,
 Graphic Control Extensions whose first sub-block carries at most the 4 defined
-bytes (anything beyond, and any later sub-block, zero), `NETSCAPE2.0` /
-`ANIMEXTS1.0` holding at most a loop sub-block (`01` + count) and otherwise
-zeros, one `ICCRGBG1012` only when ICC is kept and only holding a well-formed ICC
-profile, and our neutral padding: Comment
-extensions or Application Extensions with an all-zero identifier whose sub-blocks
-are all zeros.  After the trailer only zeros may follow.
+bytes (anything beyond, and any later sub-block, zero) and that an image follows
+before the next GCE or the trailer, one `NETSCAPE2.0` / `ANIMEXTS1.0` holding at
+most a loop sub-block (`01` + count) and otherwise zeros, one `ICCRGBG1012` only when
+ICC is kept and only holding a well-formed ICC profile, and our neutral padding:
+Comment extensions or Application Extensions with an all-zero identifier whose
+sub-blocks are all zeros.  After the trailer only zeros may follow.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     at = 13 + _table(clean[10])
     frames = 0
     profiles = 0
+    loops = 0
+    gce_waiting: int | None = None  # offset of a graphic control extension not yet used
     while True:
         if at >= len(clean):
             raise ScrubError("no trailer")
@@ -64,6 +66,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         if r.left < 0:
             raise ScrubError("too many blocks")
         if kind == 0x3B:
+            if gce_waiting is not None:
+                raise ScrubError(f"graphic control extension at {gce_waiting} applies to no image")
             break
         if kind == 0x2C:
             if at + 10 > len(clean):
@@ -71,6 +75,7 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             at += 10 + _table(clean[at + 9]) + 1
             _, at = r.blocks(at)
             frames += 1
+            gce_waiting = None
             continue
         if kind != 0x21 or at + 2 > len(clean):
             raise ScrubError(f"unexpected byte at offset {at}")
@@ -80,12 +85,18 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         if label == 0xF9:
             if payloads and (_nonzero([payloads[0][4:]]) or _nonzero(payloads[1:])):
                 raise ScrubError(f"graphic control extension at {where} carries extra bytes")
+            if gce_waiting is not None:
+                raise ScrubError(f"graphic control extension at {gce_waiting} applies to no image")
+            gce_waiting = where
         elif label == 0xFE:
             if _nonzero(payloads):
                 raise ScrubError(f"comment at offset {where} is not empty padding")
         elif label == 0xFF and payloads:
             ident, rest = payloads[0], payloads[1:]
             if ident in (b"NETSCAPE2.0", b"ANIMEXTS1.0"):
+                loops += 1
+                if loops > 1:
+                    raise ScrubError(f"a second looping extension at {where}")
                 if rest and len(rest[0]) == 3 and rest[0][0] == 1:
                     rest = rest[1:]
                 if _nonzero(rest):
