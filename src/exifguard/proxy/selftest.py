@@ -138,8 +138,8 @@ def run_selftest(proxy: str, ca_cert: Path, token: str, timeout: float = 30.0) -
         sink.server_close()
     if not received:
         return SelftestResult(False, status, len(jpeg), None,
-                              message="the upload never reached the local sink (is the proxy running "
-                                      "`exifguard run` with the same --certs dir?)")
+                              message="the upload never reached the local sink (was the running "
+                                      "proxy started with the same --certs folder?)")
     got = received[0]
     start = got.find(b"\xff\xd8\xff")
     end = got.rfind(f"\r\n--{boundary}--".encode())
