@@ -52,15 +52,11 @@ ADMISSION = {"Exifguard.client_connected", "Exifguard.tls_clienthello", "Exifgua
 #: The `error` event only fires for a flow that fails: those requests also reset upstream.
 NEEDS_FLOW_ERROR = {"error", "http_connect_error", "server_connect_error", "tls_failed_server"}
 
-KNOWN_HOOK_BUGS = {
-    "Exifguard.requestheaders": "fault-findings F1: an exception escaping Exifguard.requestheaders is "
-                                "logged by mitmproxy and the flow goes on unwatched: the original image "
-                                "reaches the service",
-    "Exifguard.request": "fault-findings F1: an exception escaping Exifguard.request is logged by mitmproxy "
-                         "and the original upload is forwarded",
-    "Exifguard.client_connected": "fault-findings F2: when the loopback check in client_connected raises, "
-                                  "the client is served anyway (fails open for the loopback-only promise)",
-}
+#: "Class.hook" -> the reason of a strict xfail, while a hook fault is a known open bug.
+#: Fixed: fault-findings F1 (Exifguard.requestheaders/request raising forwarded the original
+#: upload) and F2 (Exifguard.client_connected raising served the client), by the guard's
+#: completion marks (commit f81667f).
+KNOWN_HOOK_BUGS: dict[str, str] = {}
 
 
 def exifguard_hooks() -> list[str]:
