@@ -436,8 +436,9 @@ def _certs_arg(certs: Path, explicit: bool) -> str:
 
 def _already_running(holder: instance.Holder, what: str) -> RunError:
     pid = f" (kill {holder.pid})" if holder.pid else ""
-    return RunError(f"already running ({holder.describe()}) for {what}; stop it first{pid} or use "
-                    "another --certs/--port")
+    who = holder.describe()
+    scope = "" if what in who else f" for {what}"
+    return RunError(f"already running ({who}){scope}; stop it first{pid} or use another --certs/--port")
 
 
 def cmd_run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
