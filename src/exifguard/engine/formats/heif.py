@@ -20,7 +20,8 @@ its exact size and gets neutral content (§4):
   take the packet as plain text.
 * Any other non-image item (unknown types, other `mime` types, `uri `, items in `iloc`
   without an `infe`) -> zero-filled payload.
-* A box we do not keep -> renamed `free` (same size) and its payload zeroed.
+* A box we do not keep -> renamed `free` (same size) and its payload zeroed; so is an
+  item property no item is associated with (it renders nothing).
 * Unreferenced bytes inside `mdat`/`idat` and bytes after the last box -> zeros.
 
 `colr` with an ICC profile is kept when `keep_icc` (the default) and the profile is a

@@ -22,7 +22,9 @@ after the first EOI - is neutralised:
 
 Kept structural segments must add up exactly to their declared length (a DQT is
 whole tables, a DHT is counts plus symbols, SOF/SOS match their component counts),
-so a "table" cannot serve as a roomy hiding place; a mismatch is refused.
+so a "table" cannot serve as a roomy hiding place; a mismatch is refused.  Tables no
+scan decodes with (never referenced, or redefined before use) and restart intervals
+no scan uses are neutralised too: they render nothing but can hold free bytes.
 
 Failure policy (fail closed, the caller gets a ScrubError and nothing else):
 
