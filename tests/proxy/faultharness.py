@@ -559,9 +559,10 @@ class LoadResult:
             f"  shapes  {dict(sorted(self.by_shape.items()))}",
             f"  latency p50 {self.percentile(50) * 1000:.0f} ms, p90 {self.percentile(90) * 1000:.0f} ms, "
             f"p99 {self.percentile(99) * 1000:.0f} ms, max {max(self.latencies, default=0) * 1000:.0f} ms",
-            f"  mitmdump RSS fresh {self.rss_cold_kb / mb:.0f} MB, after warm-up {self.rss_before_kb / mb:.0f} MB, "
-            f"peak sampled {self.rss_peak_kb / mb:.0f} MB, VmHWM {self.hwm_kb / mb:.0f} MB, "
-            f"steady after {self.rss_after_kb / mb:.0f} MB (after - warm {(self.rss_after_kb - self.rss_before_kb) / mb:+.0f} MB,"
+            f"  mitmdump RSS fresh {self.rss_cold_kb / mb:.0f} MB, after warm-up {self.rss_before_kb / mb:.0f} MB,"
+            f" peak sampled {self.rss_peak_kb / mb:.0f} MB, VmHWM {self.hwm_kb / mb:.0f} MB,"
+            f" steady after {self.rss_after_kb / mb:.0f} MB"
+            f" (after - warm {(self.rss_after_kb - self.rss_before_kb) / mb:+.0f} MB,"
             f" after - fresh {(self.rss_after_kb - self.rss_cold_kb) / mb:+.0f} MB)",
             f"  ExifTool oracle: {self.oracle_checked} cleaned images read, "
             f"{len(self.oracle_leaks)} with a non-allowlisted tag",
@@ -601,7 +602,8 @@ def build_load(n: int, *, seed: int = 1, variants: int = 4, max_side: int = 4096
         if fault_every and i % fault_every == fault_every - 1:
             fault = LOAD_FAULTS[(i // fault_every) % len(LOAD_FAULTS)]
             img = make_image("JPEG", f"{MARK_PREFIX}-load-fault", seed=i, fault=fault)
-            items.append(LoadItem(SHAPES[shape](img, "JPEG", i, " " + trigger(fault).decode()), True, ("JPEG", -2)))
+            up = SHAPES[shape](img, "JPEG", i, " " + trigger(fault).decode())
+            items.append(LoadItem(up, True, ("JPEG", -2)))
             continue
         if refuse_every and i % refuse_every == refuse_every - 1:
             img = truncated_jpeg(f"{MARK_PREFIX}-load-refuse", seed=i % 5)
