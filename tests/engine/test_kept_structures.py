@@ -966,3 +966,45 @@ def test_gif_repeated_looping_extension() -> None:
     other = loop[:16] + b"\x07" + loop[17:]
     with pytest.raises(ScrubError, match="different loop counts"):
         scrub(base[:at + 19] + other + base[at + 19:])
+
+
+# -- mutations of files whose kept structures carry the new rules --------------------------------
+
+from support import fuzz  # noqa: E402
+
+
+def _mutation_seeds() -> dict[str, tuple[bytes, object]]:
+    frames = [Image.new("RGB", (6, 4), (40 * i, 90, 20)) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:])
+    return {
+        "jpeg": (jb.splice(jb.base_jpeg(progressive=True),
+                           [jb.segment(0xE2, c) for c in ib.jpeg_chunks(ib.srgb(), 2)]
+                           + [jb.segment(0xDD, b"\0\4")]), jpeg_verify),
+        "png": (png_insert(base_png("P"), [iccp(ib.srgb()), png_chunk(b"tRNS", b"\0\1"),
+                                             png_chunk(b"bKGD", b"\1")]), png_verify),
+        "apng": (buf.getvalue(), png_verify),
+        "webp-animated": (_animated(), webp_verify),
+        "webp-icc-alpha": (webp_image(icc_profile=ib.srgb()), webp_verify),
+        "gif": (gifb._splice(gifb._gif(3, loop=1), [gifb._app(b"ICCRGBG1012", ib.srgb())]), gif_verify),
+        "heif": (heif_with_props(heifb.box(b"colr", b"prof" + ib.srgb()), [2]), heif_verify),
+    }
+
+
+@pytest.mark.parametrize("name", ["jpeg", "png", "apng", "webp-animated", "webp-icc-alpha", "gif", "heif"])
+def test_mutated_files_are_refused_or_verifiably_clean(name: str) -> None:
+    import random
+    seed, verifier = _mutation_seeds()[name]
+    rng = random.Random(name)
+    for _ in range(150):
+        data = bytearray(seed)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(data))
+            roll = rng.random()
+            if roll < 0.7:
+                data[at] = rng.randrange(256)
+            elif roll < 0.85:
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+            else:
+                del data[at:at + rng.randint(1, 8)]
+        fuzz.assert_refused_or_verified(bytes(data), verifier.verify)
