@@ -259,6 +259,50 @@ def test_hook_raising_fails_closed(fproxy, fresh, hook):
     follow_up(fproxy, fresh, n=9500 + n)
 
 
+def test_faults_on_some_http2_streams_leave_the_others(fproxy, fresh, tmp_path):
+    """One HTTP/2 connection (curl --parallel multiplexes), eight concurrent streams: three
+    fail (engine, verifier, exifguard's request hook) and are refused; the five clean ones
+    on the same connection arrive cleaned (a refusal must not take the others with it)."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl missing")
+    faults = {1: "engine-runtime", 4: "verify-reject", 6: "Exifguard.request"}
+    ups = []
+    argv = [curl, "-sS", "--parallel", "--parallel-max", "8"]
+    for i in range(8):
+        f = faults.get(i)
+        img = fh.make_image("JPEG", f"{fh.MARK_PREFIX}-h2-{i}", seed=1000 + i,
+                            fault=f if f and "." not in f else None)
+        up = fh.multipart_upload(img, "JPEG", 1000 + i)
+        ups.append(up)
+        body = tmp_path / f"body{i}"
+        body.write_bytes(up.body)
+        argv += [*(["--next"] if i else []), "--http2", "--proxy", fproxy.url, "--cacert", str(fproxy.ca),
+                 "-o", "/dev/null", "-w", f"{i} %{{http_code}} %{{http_version}}\n", "--data-binary", f"@{body}"]
+        for k, v in {**up.headers, **({fault_addon.FAULT_HEADER: f} if f and "." in f else {})}.items():
+            argv += ["-H", f"{k}: {v}"]
+        argv.append(up.url)
+    mark = len(fproxy.lines)
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    got = {int(a): (int(b), c) for a, b, c in (ln.split() for ln in p.stdout.splitlines() if ln.strip())}
+    assert sorted(got) == list(range(8)), p.stdout + p.stderr
+    for i, up in enumerate(ups):
+        status, version = got[i]
+        assert version == "2", got
+        if i in faults:
+            assert status >= 400, (i, status)
+            assert fh.arrivals(fresh, up) == []
+        else:
+            assert 200 <= status < 300, (i, status)
+            assert_arrived_clean(fresh, up)
+    for x in fresh.received:
+        assert fh.leaked(x.body) == []
+    lines = fault_lines(fproxy, mark)
+    # mitmproxy logs each client connection at info level: one, so the streams shared it
+    assert fh.count(lines, r"client connect") <= 1, "the streams did not share one connection"
+    assert fh.count(lines, VERDICT) == len(faults), lines
+
+
 # ---- the worker pool saturated ----------------------------------------------------------------
 def test_slow_scrubs_holding_every_worker(fproxy, fresh):
     """More slow uploads than worker threads, then clean ones: every upload is answered,
