@@ -1008,3 +1008,18 @@ def test_mutated_files_are_refused_or_verifiably_clean(name: str) -> None:
             else:
                 del data[at:at + rng.randint(1, 8)]
         fuzz.assert_refused_or_verified(bytes(data), verifier.verify)
+
+
+def test_png_iccp_profile_name_is_replaced_by_a_neutral_one() -> None:
+    data = png_insert(base_png(), [iccp(ib.srgb(), keyword=CANARY)])
+    res = assert_clean(data)
+    assert b"iCCP" in png_types(res.data)
+    assert b"ICC Profile_____\0" in res.data  # same length as the 16-byte name it replaced
+    assert ("colour profile", "PNG iCCP") in [(k.what, k.detail) for k in res.kept]
+    assert "ICC profile name" in [r.carrier for r in res.removed]
+    png_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="profile name"):
+        png_verify.verify(data, ScrubOptions())
+    for length, name in ((3, b"ICC"), (4, b"ICC_"), (11, b"ICC Profile"), (12, b"ICC Profile_")):
+        from exifguard.engine.formats.png import neutral_profile_name
+        assert neutral_profile_name(length) == name

@@ -377,6 +377,17 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         action = actions[idx]
         if action == "keep":
             _note_kept(c.ctype, findings)
+            if c.ctype == b"iCCP":
+                kw, _ = _keyword(bytes(mv[c.data_start:c.data_start + _MAX_KEYWORD + 1]))
+                assert kw is not None  # checked by _icc_chunk_ok
+                if kw != neutral_profile_name(len(kw)):
+                    # the profile's name is free text a writer chose; the name no decoder
+                    # uses is replaced by a neutral one of the same length
+                    findings.remove("ICC profile name", c.offset, c.end - c.offset, ["ProfileName"])
+                    body = neutral_profile_name(len(kw)) + data[c.data_start + len(kw):c.data_start + c.length]
+                    chunk = struct.pack(">I", c.length) + b"iCCP" + body + _crc(b"iCCP", body)
+                    _put(out, c, chunk, options)
+                    continue
             if not options.preserve_length:
                 out.pieces.append(mv[c.offset:c.end])
             continue
@@ -558,6 +569,13 @@ def _stream_complete(data: bytes, run: list[_Chunk]) -> bool:
         if d.eof and (d.unused_data or d.unconsumed_tail):
             return False
     return d.eof
+
+
+def neutral_profile_name(length: int) -> bytes:
+    """The iCCP profile name we leave: "ICC Profile" cut or padded with "_" to `length`
+    bytes (what Pillow and macOS write at 11 bytes; never a leading or trailing space)."""
+    name = (b"ICC Profile" + b"_" * _MAX_KEYWORD)[:length]
+    return name[:-1] + b"_" if name.endswith(b" ") else name
 
 
 def _icc_chunk_ok(payload: memoryview | bytes, options: ScrubOptions) -> bool:

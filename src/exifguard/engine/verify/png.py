@@ -137,11 +137,17 @@ class _Order:
 
 
 def _check_iccp(payload: bytes, options: ScrubOptions) -> None:
-    """Keyword (1-79 bytes), NUL, method 0, and a zlib stream ending with the chunk that
-    inflates, within the inflate limit, to one well-formed ICC profile."""
+    """Neutral keyword ("ICC Profile" cut or padded with "_"), NUL, method 0, and a zlib
+    stream ending with the chunk that inflates, within the inflate limit, to one
+    well-formed ICC profile."""
     nul = payload.find(b"\0")
     if not 1 <= nul <= 79 or nul + 1 >= len(payload) or payload[nul + 1] != 0:
         raise ScrubError("iCCP chunk header is malformed")
+    want = (b"ICC Profile" + b"_" * 79)[:nul]
+    if want.endswith(b" "):
+        want = want[:-1] + b"_"
+    if payload[:nul] != want:
+        raise ScrubError("iCCP profile name is not the neutral one")
     z = zlib.decompressobj()
     try:
         blob = z.decompress(payload[nul + 2:], options.max_inflate_bytes)
