@@ -6,6 +6,14 @@ Why: uploads state the byte count beside the bytes (Meta ``x-entity-length`` and
 *checks* that after every rewrite and turns any mismatch into a blocker instead of
 forwarding a request the server would reject (or, worse, truncate).  It also reads the
 chunk position so the carrier layer can tell a first, last or middle chunk apart.
+
+Part uploads that state their position only in the URL are chunks too: S3-style
+multipart uploads (``partNumber`` with ``uploadId``; Amazon S3, Alibaba OSS for Qwen,
+Tencent COS for Yuanbao, Volcengine TOS for Kimi) and ByteDance's chunked uploads
+(``phase=transfer``/``part_number``, Doubao/Dola, whose merge request then lists a CRC
+per part).  A part never holds the whole file as far as we can tell, so an image in it
+is refused rather than half-cleaned (JPEG trailers, PNG text after IDAT and HEIC Exif
+items at the end would be in a part we never saw).
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
 SIZE_HEADERS = ("x-entity-length", "x-file-size", "x-upload-content-length",
                 "x-goog-upload-header-content-length", "x-goog-upload-content-length")
@@ -49,7 +58,27 @@ class ChunkInfo:
         return self.offset > 0 or not self.final
 
 
-def chunk_info(headers: Sequence[tuple[str, str]], body_len: int) -> ChunkInfo:
+_PART_KEYS = ("partnumber", "part_number", "partnum", "part_num")
+_UPLOAD_ID_KEYS = ("uploadid", "upload_id")
+
+
+def url_part(url: str) -> int | None:
+    """The 1-based part number of a multipart/chunked part upload named in the URL, else None."""
+    try:
+        q = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    except ValueError:
+        return None
+    part = next((q[k] for k in _PART_KEYS if k in q), None)
+    chunked = any(k in q for k in _UPLOAD_ID_KEYS) or q.get("phase", "").lower() == "transfer"
+    if part is None:
+        return 1 if q.get("phase", "").lower() == "transfer" else None
+    if not chunked:
+        return None
+    n = _int(part)
+    return n if n is not None and n >= 1 else 1
+
+
+def chunk_info(headers: Sequence[tuple[str, str]], body_len: int, url: str = "") -> ChunkInfo:
     cr = _get(headers, "content-range")
     if cr:
         m = _RANGE.match(cr)
@@ -68,6 +97,12 @@ def chunk_info(headers: Sequence[tuple[str, str]], body_len: int) -> ChunkInfo:
     if ent is not None:  # Meta rupload: x-entity-length with an `offset` header
         offset = off or 0
         return ChunkInfo(offset, ent, ent is None or offset + body_len >= ent, True)
+    part = url_part(url) if url else None
+    if part is not None:
+        # where the part sits in the file is unknown, and parts have their own URLs (no
+        # continuation tracking): every part is scanned as a partial chunk, so a part
+        # without an image passes and an image in any part is refused
+        return ChunkInfo(0, None, False, True)
     return ChunkInfo()
 
 

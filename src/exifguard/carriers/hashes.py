@@ -10,6 +10,12 @@ reported and the policy decides (block, or pass the original untouched).
 
 A header whose old value did not hash the (decoded) body we saw — e.g. it hashes the
 compressed bytes — cannot be recomputed either: blocker.
+
+``Content-CRC32`` (ByteDance's upload hosts, Doubao/Dola: a zlib CRC-32 of the body) has
+no single spelling: it is recomputed in the spelling the client used for the old body
+(8 hex digits in either case, unpadded or 0x-prefixed hex, decimal, or base64 of the 4
+big-endian bytes; public clients use all of these), and a value that is none of these for
+the body we saw is a blocker.  The literal ``Ignore`` (the server skips the check) stays.
 """
 
 from __future__ import annotations
@@ -88,8 +94,29 @@ _DIGEST_ALGS: dict[str, Callable[[bytes], bytes]] = {
     "sha": lambda d: hashlib.sha1(d).digest(),
 }
 
+#: Spellings of a CRC-32 seen in ``Content-CRC32``, most usual first (8 lower-case hex).
+_CRC32_SPELLINGS: tuple[Callable[[int], str], ...] = (
+    lambda c: f"{c:08x}",
+    lambda c: f"{c:08X}",
+    lambda c: f"{c:x}",
+    lambda c: f"{c:X}",
+    lambda c: str(c),
+    lambda c: f"0x{c:08x}",
+    lambda c: f"0x{c:x}",
+    lambda c: _b64(c.to_bytes(4, "big")),
+)
+
+
+def crc32_spelling(value: str, body: bytes) -> Callable[[int], str] | None:
+    """The spelling in which `value` states the CRC-32 of `body`, or None if it does not."""
+    v = value.strip()
+    c = zlib.crc32(body)
+    return next((f for f in _CRC32_SPELLINGS if f(c) == v), None)
+
+
 #: Header names this module knows how to recompute (lowercase).
-HASH_HEADERS = frozenset(_SIMPLE) | {"x-goog-hash", "content-digest", "repr-digest", "digest"}
+HASH_HEADERS = frozenset(_SIMPLE) | {"x-goog-hash", "content-digest", "repr-digest", "digest",
+                                     "content-crc32"}
 
 
 def _goog_hash(value: str, body: bytes) -> str | None:
@@ -135,6 +162,18 @@ def compute(name: str, old_value: str, body: bytes) -> str | None:
     lname = name.lower()
     if lname in _SIMPLE:
         return _SIMPLE[lname](body)
+    if lname == "content-crc32":
+        v = old_value.strip()
+        c = zlib.crc32(body)
+        if re.fullmatch(r"[0-9a-f]{8}", v):
+            return f"{c:08x}"
+        if re.fullmatch(r"[0-9A-F]{8}", v):
+            return f"{c:08X}"
+        if re.fullmatch(r"[A-Za-z0-9+/]{6}==", v):
+            return _b64(c.to_bytes(4, "big"))
+        if v.isdigit():
+            return str(c)
+        return f"{c:x}" if re.fullmatch(r"[0-9a-f]{1,8}", v) else None
     if lname == "x-goog-hash":
         return _goog_hash(old_value, body)
     if lname in ("content-digest", "repr-digest"):
@@ -189,6 +228,18 @@ def recompute(url: str, headers: Sequence[tuple[str, str]], old_body: bytes,
             blockers.append("body hash covered by AWS SigV4 signature (x-amz-content-sha256)")
             continue
         if lname not in HASH_HEADERS:
+            continue
+        if lname == "content-crc32":
+            if value.strip().lower() == "ignore":
+                continue
+            spell = crc32_spelling(value, old_body)
+            if spell is None:
+                blockers.append("content-crc32 does not state the CRC-32 of the body as received; "
+                                "cannot recompute it")
+            elif lname in covered:
+                blockers.append("content-crc32 is covered by a request signature; cannot recompute it")
+            else:
+                set_headers[name] = spell(zlib.crc32(new_body))
             continue
         old_expected = compute(name, value, old_body)
         if old_expected is None:

@@ -32,7 +32,11 @@ def data_url(pac: str) -> str:
 
 
 def pac_text(hosts: HostSet | Iterable[tuple[str, bool]], proxy: str = "127.0.0.1:8080") -> str:
+    """The PAC for these hosts.  Label rules ("tos-*.snssdk.com") become anchored regexes
+    over one label, so exactly the hosts exifguard decrypts go to it (a wider suffix would
+    only send more hosts through the proxy's untouched tunnel, but never fewer)."""
     entries = hosts.pac_entries() if isinstance(hosts, HostSet) else list(hosts)
+    patterns = sorted(set(hosts.pac_patterns())) if isinstance(hosts, HostSet) else []
     exact = sorted({d for d, _ in entries})
     suffixes = sorted({d for d, sub in entries if sub})
     if any(c in proxy for c in "\"'\\;\n ") or ":" not in proxy:
@@ -43,6 +47,7 @@ def pac_text(hosts: HostSet | Iterable[tuple[str, bool]], proxy: str = "127.0.0.
 var EXIFGUARD_PROXY = "PROXY {proxy}";
 var EXIFGUARD_EXACT = {json.dumps(exact)};
 var EXIFGUARD_SUFFIX = {json.dumps(suffixes)};
+var EXIFGUARD_PATTERN = {json.dumps(patterns)};
 
 function FindProxyForURL(url, host) {{
   var h = String(host).toLowerCase();
@@ -54,6 +59,9 @@ function FindProxyForURL(url, host) {{
   for (i = 0; i < EXIFGUARD_SUFFIX.length; i++) {{
     var s = "." + EXIFGUARD_SUFFIX[i];
     if (h.length > s.length && h.substring(h.length - s.length) === s) {{ return EXIFGUARD_PROXY; }}
+  }}
+  for (i = 0; i < EXIFGUARD_PATTERN.length; i++) {{
+    if (new RegExp(EXIFGUARD_PATTERN[i]).test(h)) {{ return EXIFGUARD_PROXY; }}
   }}
   return "DIRECT";
 }}
