@@ -59,7 +59,7 @@ def event_hooks() -> list[str]:
     return sorted(set(hooks.all_hooks) - LIFECYCLE)
 BYTE_FAULTS = ("engine-runtime", "engine-memory", "engine-slow", "verify-reject",
                "carrier-internal", "rewrite-raise", "policy-raise", "decode-raise", "encode-raise")
-WALKERS = ("jpeg", "png", "gif")
+WALKERS = ("jpeg", "png", "gif", "webp", "tiff", "heif")
 
 _tls = threading.local()
 _audit_fault: dict[str, Any] = {"mode": None, "flow": None, "shorted": False}

@@ -104,10 +104,13 @@ def make_image(fmt: str, marker: str, *, size: tuple[int, int] = (64, 48), seed:
                fault: str | None = None) -> bytes:
     """An image of `fmt` carrying `marker` (must start with MARK_PREFIX) in its metadata.
 
-    With `fault`, a JPEG/PNG/GIF also carries `trigger(fault)` in a comment, which the
-    fault injector recognises in the bytes the engine is given.
+    With `fault`, the image also carries `trigger(fault)` (in its text fields, and in a
+    comment where the format has one), which the fault injector recognises in the bytes
+    the engine is given.
     """
     assert marker.startswith(MARK_PREFIX)
+    if fault is not None:  # also in every text field, so each format's walker sees it
+        marker = f"{marker} {trigger(fault).decode()}"
     img = _pixels(size, seed)
     exif = _exif(marker).tobytes()
     extra = b"" if fault is None else b" " + trigger(fault)

@@ -217,6 +217,28 @@ def test_fault_in_a_gzip_upload_blocks_it(fproxy, fresh, fault):
     assert_arrived_clean(fresh, gz)
 
 
+@pytest.mark.parametrize("fmt", [f for f in fh.FORMATS if f != "JPEG"])
+@pytest.mark.parametrize("fault", ["engine-runtime", "verify-reject"])
+def test_engine_fault_in_every_format_blocks_it(fproxy, fresh, fault, fmt):
+    """The walker or the verifier of PNG, WebP, GIF, TIFF, HEIC fails: refused, nothing sent."""
+    n = 300 + fh.FORMATS.index(fmt) * 2 + (fault == "verify-reject")
+    up = fh.data_url_json(fh.make_image(fmt, f"{fh.MARK_PREFIX}-{fmt}-{fault}", seed=n, fault=fault), fmt, n)
+    before = fired(fproxy, fault)
+    mark = len(fproxy.lines)
+    r = fh.send(fproxy, up)
+    assert fired(fproxy, fault, before) > before, "the fault did not fire"
+    assert r.status is not None and r.status >= 400 and b"exifguard" in r.body, (r.status, r.error)
+    assert fresh.received == []
+    lines = fault_lines(fproxy, mark)
+    assert fh.count(lines, VERDICT) == 1, lines
+    assert fh.count(lines, r"Traceback|Addon error") == 0, lines
+    fresh.clear()
+    ok = fh.data_url_json(fh.make_image(fmt, f"{fh.MARK_PREFIX}-{fmt}-ok", seed=n), fmt, n + 50)
+    r = fh.send(fproxy, ok)
+    assert r.status is not None and 200 <= r.status < 300, (r.status, r.body[:200])
+    assert_arrived_clean(fresh, ok)
+
+
 # ---- exifguard's own hooks raising -------------------------------------------------------------
 def test_every_wrapped_hook_has_a_fault_case(fproxy):
     """Every hook the injector wrapped in the running proxy is one this module tests."""
