@@ -1,7 +1,8 @@
 """Proxy subcommands: run, cert, pac, report, selftest.
 
     exifguard run [--host 127.0.0.1] [--port 8080] [--certs DIR] [-- MITMDUMP_ARGS...]
-    exifguard cert create|install|uninstall|path [--certs DIR] [--dry-run] [--nssdb DIR]
+    exifguard cert create|install|reissue|uninstall|path [--certs DIR] [--dry-run] [--nssdb DIR]
+    exifguard hosts [--json] [--all]
     exifguard pac [-o FILE] [--proxy HOST:PORT] [--serve [PORT]]
     exifguard report [--audit-log PATH] [--json]
     exifguard selftest [--certs DIR] [--proxy HOST:PORT]
@@ -39,19 +40,42 @@ def script_path() -> Path:
     return (Path(proxy_pkg.__file__).resolve().parent / "mitmdump_script.py")
 
 
-def _hosts(args: argparse.Namespace):
+USER_SERVICES = "services.toml"
+
+
+def host_additions(args: argparse.Namespace, certs: Path | None = None) -> list[str]:
+    """--add-host, --add-service and --services as `HostSet.build(extra=...)` items; also
+    <certs>/services.toml when it exists (a person's own services, read without a flag)."""
+    from ..proxy.hosts import FILE_PREFIX, SERVICE_PREFIX
+    out = list(getattr(args, "add_host", None) or [])
+    out += [SERVICE_PREFIX + s.strip().lower() for s in getattr(args, "add_service", None) or []]
+    files = [Path(f).expanduser().resolve() for f in getattr(args, "services", None) or []]
+    if certs is not None and (certs / USER_SERVICES).is_file() and (certs / USER_SERVICES).resolve() not in files:
+        files.append((certs / USER_SERVICES).resolve())
+    out += [FILE_PREFIX + str(f) for f in files]
+    return list(dict.fromkeys(out))
+
+
+def _hosts(args: argparse.Namespace, certs: Path | None = None):
     from ..proxy.hosts import HostSet
     try:
-        return HostSet.build(extra=args.add_host or (), remove=args.remove_host or ())
+        return HostSet.build(extra=host_additions(args, certs), remove=args.remove_host or ())
     except ValueError as exc:
         raise SystemExit(f"exifguard: {exc}") from None
 
 
 def _add_host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-host", action="append", metavar="HOST",
-                   help="also clean uploads to HOST (example.com or *.example.com); repeatable")
+                   help="also clean uploads to HOST (example.com, *.example.com or up-*.example.com); "
+                        "repeatable")
     p.add_argument("--remove-host", action="append", metavar="HOST",
-                   help="remove HOST from the default AI host list; repeatable")
+                   help="remove HOST (or service:ID) from the default AI host list; repeatable")
+    p.add_argument("--add-service", action="append", metavar="ID",
+                   help="also clean uploads to a service that is off by default, e.g. grok-x (Grok inside "
+                        "x.com: decrypts all of x.com); `hosts --all` lists them; repeatable")
+    p.add_argument("--services", action="append", metavar="FILE", type=Path,
+                   help="your own services (TOML: [[service]] id, origins; [[service.hosts]] host, kind); "
+                        "<certs>/services.toml is read without this flag; repeatable")
 
 
 def _certs_arg(p: argparse.ArgumentParser) -> None:
@@ -94,6 +118,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         dump_options()
         return 0
     certs = _certs(args)
+    # --add-service/--services (and <certs>/services.toml) travel as exifguard_hosts items
+    # ("service:ID", "file:PATH"), so mitmdump's addon builds the same HostSet
+    args.add_host = host_additions(args, certs)
 
     def hosts(extra: list[str], removed: list[str]):
         from ..proxy.hosts import HostSet
@@ -108,7 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_cert(args: argparse.Namespace) -> int:
     from ..proxy import ca, install
     certs = _certs(args)
-    hosts = _hosts(args)
+    hosts = _hosts(args, certs)
+    if args.action == "reissue":
+        return _reissue(args, certs, hosts)
     if args.action == "create":
         try:
             info = ca.create_ca(certs, hosts.domains(), constrained=not args.unconstrained, force=args.force)
@@ -156,6 +185,115 @@ def cmd_cert(args: argparse.Namespace) -> int:
         print(f"# curl/Python/OpenSSL use the system store instead: {command_prefix()} cert install "
               f"--target system{_certs_opt(args, certs)}")
     return rc
+
+
+def _reissue(args: argparse.Namespace, certs: Path, hosts) -> int:
+    """Remove the installed CA, make a new one covering the current host table, install it.
+
+    Why one command: the CA's name constraints are fixed when it is made, so after an
+    upgrade or --add-host the browser must get a new certificate, and the old one should
+    not stay trusted.  Refused while `exifguard run` uses this folder (its mitmdump holds
+    the old key); nothing is replaced with --dry-run.
+    """
+    from ..proxy import ca, install
+    from . import instance
+    if args.unconstrained:
+        print("exifguard: cert reissue makes a name-constrained CA; use `cert create --force --unconstrained` "
+              "for an unconstrained one", file=sys.stderr)
+        return 2
+    target = "nss" if args.nssdb else args.target
+    nssdbs = [Path(d).expanduser().resolve() for d in args.nssdb or []]
+    try:
+        old = ca.load_ca(certs)
+    except FileNotFoundError:
+        old = None
+    lock = None
+    if not args.dry_run:
+        ca.ensure_private_dir(certs)
+        lock = instance.InstanceLock(certs / instance.LOCK_NAME)
+        held = lock.acquire()
+        if held is not None:
+            print(f"exifguard: exifguard is running with this CA ({held.describe()}); stop it (Ctrl-C), then "
+                  f"run this command again", file=sys.stderr)
+            return 1
+    try:
+        try:
+            if old is not None:
+                steps = install.plan("uninstall", target, cert=old.cert_path, cer=certs / ca.CER_FILE,
+                                     subject=old.subject, nssdbs=nssdbs)
+                if args.dry_run:
+                    print(f"# exifguard cert reissue ({target}): remove the old CA '{old.subject}'")
+                rc = install.run_steps(steps, dry_run=args.dry_run)
+                if rc != 0:
+                    return rc
+            doms = hosts.domains()
+            if args.dry_run:
+                print(f"# then create a new CA in {certs} limited to {len(doms)} domains: {', '.join(doms)}")
+                print("# and install it:")
+                new_cert, new_cer, subject = certs / ca.CERT_FILE, certs / ca.CER_FILE, "exifguard local CA"
+            else:
+                info = ca.create_ca(certs, doms, constrained=True, force=True)
+                print(f"created CA '{info.subject}', limited to {len(info.domains)} AI domains, expires "
+                      f"{info.not_after.date()}")
+                new_cert, new_cer, subject = info.cert_path, certs / ca.CER_FILE, info.subject
+            steps = install.plan("install", target, cert=new_cert, cer=new_cer, subject=subject, nssdbs=nssdbs)
+        except ValueError as exc:
+            print(f"exifguard: {exc}", file=sys.stderr)
+            return 2
+        rc = install.run_steps(steps, dry_run=args.dry_run)
+        if rc == 0 and not args.dry_run:
+            print(f"exifguard: new CA installed ({target}); restart the browser, then start exifguard:\n"
+                  f"  {command_prefix()} run{_certs_opt(args, certs)}{_additions_opt(args)}")
+        return rc
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _additions_opt(args: argparse.Namespace) -> str:
+    """The host flags of this command, as they must be repeated in a printed command."""
+    from .run import _hosts_args
+    return _hosts_args(list(getattr(args, "add_host", None) or [])
+                       + ["service:" + s for s in getattr(args, "add_service", None) or []]
+                       + ["file:" + str(Path(f).expanduser().resolve()) for f in getattr(args, "services", None) or []],
+                       list(args.remove_host or []))
+
+
+# ---- hosts ------------------------------------------------------------------------------
+def cmd_hosts(args: argparse.Namespace) -> int:
+    """Every decrypted host with its service and why; --json for scripts."""
+    from ..proxy import ca
+    from ..proxy.hosts import describe
+    certs = _certs(args)
+    hosts = _hosts(args, certs)
+    d = describe(hosts)
+    try:
+        info = ca.load_ca(certs)
+    except (FileNotFoundError, ValueError):
+        info = None
+    if info is not None:
+        left = hosts.uncovered(info.domains) if info.constrained else []
+        d["ca"] = {"path": str(info.cert_path), "constrained": info.constrained,
+                   "hosts_not_covered": [e.spec for e in left]}
+    if args.json:
+        print(json.dumps(d, indent=1))
+        return 0
+    print(f"exifguard decrypts {len(d['hosts'])} host rules (service table {d['table_version']}):")
+    for r in d["hosts"]:
+        conf = f", {r['confidence']}" if r["confidence"] else ""
+        ev = f", evidence {r['evidence']}" if r["evidence"] else ""
+        print(f"  {r['host']:<46} {r['service']} ({r['kind']}: {r['checked']}{ev}{conf})")
+        if r["why"] and args.all:
+            print(f"  {'':<46}   why: {r['why']}")
+    off = [o for o in d.get("opt_in", []) if not o["enabled"]]
+    if off:
+        print("off by default (enable with --add-service ID):")
+        for o in off:
+            print(f"  {o['id']:<14} {', '.join(o['hosts'])}: {o['why']}")
+    if info is not None and d["ca"]["hosts_not_covered"]:
+        print(f"the CA in {certs} does not cover: {', '.join(d['ca']['hosts_not_covered'])}; re-issue it:\n"
+              f"  {command_prefix()} cert reissue{_certs_opt(args, certs)}{_additions_opt(args)}")
+    return 0
 
 
 # ---- pac --------------------------------------------------------------------------------
@@ -264,7 +402,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cert", help="create, install, uninstall or locate the CA certificate")
-    p.add_argument("action", choices=["create", "install", "uninstall", "path"])
+    p.add_argument("action", choices=["create", "install", "reissue", "uninstall", "path"],
+                   help="reissue: remove the installed CA, make one covering the current host table, "
+                        "install it (after an upgrade or --add-host)")
     _certs_arg(p)
     p.add_argument("--dry-run", action="store_true", help="print the exact commands, run nothing")
     p.add_argument("--target", choices=["auto", "nss", "system", "macos", "windows"], default="auto",
@@ -277,6 +417,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--force", action="store_true", help="replace an existing CA (create)")
     _add_host_args(p)
     p.set_defaults(func=cmd_cert)
+
+    p = sub.add_parser("hosts", help="list every host exifguard decrypts, with its service and why",
+                       description="Every decrypted host: its service, how it matches, when its requests are "
+                                   "checked, the evidence date and confidence; the services that are off by "
+                                   "default; and whether the CA covers them all.")
+    _certs_arg(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="also print why each host is decrypted")
+    _add_host_args(p)
+    p.set_defaults(func=cmd_hosts)
 
     p = sub.add_parser("pac", help="write or serve a PAC file sending only AI hosts to exifguard")
     p.add_argument("-o", "--output", metavar="FILE", help="write the PAC here (default: stdout)")

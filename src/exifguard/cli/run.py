@@ -426,8 +426,36 @@ def _defaults() -> dict[str, Any]:
 
 # ---- the command --------------------------------------------------------------------------
 def _hosts_args(extra: list[str], removed: list[str]) -> str:
-    return "".join(f" --add-host {shlex.quote(h)}" for h in extra) + \
-        "".join(f" --remove-host {shlex.quote(h)}" for h in removed)
+    """Host flags for a printed command ("service:ID" and "file:PATH" items of the host list
+    are spelt as the --add-service and --services flags they came from)."""
+    out = []
+    for h in extra:
+        if h.startswith("service:"):
+            out.append(f" --add-service {shlex.quote(h[len('service:'):])}")
+        elif h.startswith("file:"):
+            out.append(f" --services {shlex.quote(h[len('file:'):])}")
+        else:
+            out.append(f" --add-host {shlex.quote(h)}")
+    return "".join(out) + "".join(f" --remove-host {shlex.quote(h)}" for h in removed)
+
+
+def ca_outdated_message(left_out: list[Any], prefix: str, certs: Path, explicit_certs: bool, plan: Plan) -> str:
+    """What `exifguard run` says when the CA's name constraints miss hosts of the table.
+
+    Those hosts stay intercepted (allow_hosts, PAC): a browser that trusts the old CA
+    refuses the certificate exifguard shows for them (outside its permitted names), so
+    an upload there fails instead of leaving uncleaned.  Leaving them out of allow_hosts
+    would tunnel them untouched to the service: a silent leak for every client that uses
+    the proxy directly rather than through the PAC.
+    """
+    names = ", ".join(f"{e.spec} ({e.service})" for e in left_out)
+    return (f"exifguard: the CA in {certs} was made for an older host list and does not cover: {names}.\n"
+            "  Browsers will refuse exifguard's certificate for these hosts, so uploads to them fail "
+            "(they are not sent uncleaned).\n"
+            "  To cover them, stop exifguard (Ctrl-C) and re-issue and re-install the CA (the old one is "
+            "removed from the browser), then start exifguard again:\n"
+            f"    {prefix} cert reissue{_certs_arg(certs, explicit_certs)}"
+            f"{_hosts_args(plan.extra_hosts, plan.removed_hosts)}")
 
 
 def _certs_arg(certs: Path, explicit: bool) -> str:
@@ -492,12 +520,9 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
     if created:
         print(f"exifguard: created a new CA limited to the AI hosts: {info.cert_path}")
     explicit_certs = args.certs is not None
-    uncovered = [d for d in hosts.domains() if not info.covers(d)]
-    if uncovered:
-        print(f"exifguard: WARNING: the CA does not cover {', '.join(uncovered)}; browsers will reject those "
-              f"sites. Recreate it, then reinstall it:\n  {prefix} cert create --force"
-              f"{_certs_arg(certs, explicit_certs)}{_hosts_args(plan.extra_hosts, plan.removed_hosts)}",
-              file=sys.stderr)
+    left_out = hosts.uncovered(info.domains) if info.constrained else []
+    if left_out:
+        print(ca_outdated_message(left_out, prefix, certs, explicit_certs, plan), file=sys.stderr, flush=True)
     if args.host not in ("127.0.0.1", "::1", "localhost") and not _loopback(args.host):
         bar = "!" * 72
         if args.allow_remote or plan.expected.get("exifguard_allow_remote"):

@@ -534,8 +534,8 @@ def describe(hosts: HostSet, *, include_opt_in: bool = True) -> dict[str, Any]:
         svc = by_id.get(e.service_id)
         rule = next((r for r in svc.hosts if r.host == e.spec), None) if svc else None
         if e.kind is Kind.SHARED:
-            match = "Origin/Referer is an AI app (" + (", ".join(svc.origins) if svc and svc.origins
-                                                       else "any service's origins") + ")"
+            match = "only requests whose Origin/Referer is an AI app" + (
+                f" (this service's: {', '.join(svc.origins)})" if svc and svc.origins else "")
         else:
             match = "every request"
         rows.append({
