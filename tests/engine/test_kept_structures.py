@@ -1023,3 +1023,26 @@ def test_png_iccp_profile_name_is_replaced_by_a_neutral_one() -> None:
     for length, name in ((3, b"ICC"), (4, b"ICC_"), (11, b"ICC Profile"), (12, b"ICC Profile_")):
         from exifguard.engine.formats.png import neutral_profile_name
         assert neutral_profile_name(length) == name
+
+
+def test_jpeg_dnl_is_kept_only_where_a_zero_line_frame_needs_it() -> None:
+    base = jb.base_jpeg()
+    sos = base.index(b"\xff\xda")
+    dnl = jb.segment(0xDC, CANARY[:2])
+    data = base[:sos] + dnl + base[sos:]                  # before any scan: tells nothing
+    eoi = data.rindex(b"\xff\xd9")
+    data = data[:eoi] + jb.segment(0xDC, CANARY[2:4]) + data[eoi:]  # frame has its height
+    res = assert_clean(data)
+    assert [r.carrier for r in res.removed].count("unused DNL") == 2
+    assert CANARY[:2] not in res.data[sos:sos + 6]
+    jpeg_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="DNL"):
+        jpeg_verify.verify(data, ScrubOptions())
+    # a frame that declares 0 lines keeps the first DNL after its scan
+    sof = base.index(b"\xff\xc0")
+    zero = base[:sof + 5] + b"\0\0" + base[sof + 7:]
+    eoi = zero.rindex(b"\xff\xd9")
+    needed = zero[:eoi] + jb.segment(0xDC, struct.pack(">H", 32)) + zero[eoi:]
+    res = scrub(needed)
+    assert res.data == needed
+    jpeg_verify.verify(needed, ScrubOptions())

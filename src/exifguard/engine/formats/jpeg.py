@@ -394,6 +394,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     arithmetic = _frame_is_arithmetic(segs)
     tables = _tables(data, walk.items, arithmetic)
     idle_dri = _idle_restart_intervals(segs)
+    dnl_used = _needed_dnl(data, segs)
     icc_ok = options.keep_icc and _icc_ok(data, segs)
 
     # Pass 2: decide each segment; collect the output pieces.  Both modes assemble the
@@ -427,6 +428,9 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             # not what it claims (e.g. an Exif block whose marker byte was changed).
             keep = False
             carrier = "marker 0xFFCC"
+        elif m == _DNL and s != dnl_used:
+            keep = False  # libjpeg skips every DNL; only one ending a 0-line frame is needed
+            carrier = "unused DNL"
         elif m == 0xDD and s in idle_dri:
             keep = False  # no scan follows before it is redefined or the image ends
             carrier = "unused DRI"
@@ -445,7 +449,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         elif m in _KEEP or m == _SOS:
             if not _structure_ok(m, pl):
                 raise _err(f"is corrupt: segment 0xFF{m:02X} at offset {s} does not match its length")
-        elif m in (_SOI, _EOI) or 0xD0 <= m <= 0xD7 or (m == _DNL and e - s == 6):
+        elif m in (_SOI, _EOI) or 0xD0 <= m <= 0xD7 or (m == _DNL and s == dnl_used):
             pass
         elif target is not None and (s, e) == target:
             app1, rest = _exif_app1(orientation or 1, e - s, big_endian)
@@ -588,6 +592,22 @@ def _tables(data: bytes, items: list[tuple[str, int, int, int]], arithmetic: boo
                     if key in dht:
                         dht[key].used = True
     return found
+
+
+def _needed_dnl(data: bytes, segs: list[tuple[int, int, int]]) -> int | None:
+    """Start of the one DNL a decoder needs, if any: the first DNL after the first scan,
+    when the frame header declares 0 lines (the height is then given by the DNL).  Any
+    other DNL tells no decoder anything (libjpeg skips them all) and is neutralised."""
+    frame = next(((s, e) for m, s, e in segs if m in _SOF), None)
+    if frame is None or data[frame[0] + 5:frame[0] + 7] != b"\0\0":
+        return None
+    scanned = False
+    for m, s, e in segs:
+        if m == _SOS:
+            scanned = True
+        elif m == _DNL and scanned and e - s == 6:
+            return s
+    return None
 
 
 def _idle_restart_intervals(segs: list[tuple[int, int, int]]) -> set[int]:

@@ -2,9 +2,11 @@
 
 Accepts only:
 * SOI first; DQT and DHT naming real tables (precision 0/1, class 0/1, id 0..3) that
-  fill them exactly, where every table no scan decodes with holds only neutral content, DRI, DNL (4-byte payload-less form), at most one SOFn, SOS with
-  its scan data, stray RSTn, EOI; DAC only with valid entries and only when the frame
-  is arithmetic-coded;
+  fill them exactly, where every table no scan decodes with holds only neutral
+  content; DRI only where a scan uses it; one DNL (4-byte form) after the first scan
+  and only when the frame header declares 0 lines; one SOFn, before any SOS; SOS with
+  its scan data; stray RSTn; EOI; DAC only with valid entries and only when the frame
+  is arithmetic-coded; no ICC segment after the first scan;
 * one JFIF APP0 whose thumbnail width, height and bytes (all after the first 12) are zero;
 * one APP14 `Adobe` whose bytes after the 12 fixed ones are zero;
 * ICC APP2 (`ICC_PROFILE\\0`) only when `keep_icc`, and only when all of them make up
@@ -153,6 +155,8 @@ class _Ledger:
         self.qsel: dict[int, int] = {}
         self.started: set[int] = set()
         self.restart_at: int | None = None  # a DRI no scan has used yet
+        self.lines = -1          # the frame header's line count (0: a DNL gives it)
+        self.dnl_seen = False
 
     def define(self, code: int, at: int, body: bytes) -> None:
         k = 0
@@ -166,6 +170,7 @@ class _Ledger:
 
     def frame(self, code: int, body: bytes) -> None:
         self.sof = code
+        self.lines = (body[1] << 8) | body[2]
         self.qsel = {body[6 + 3 * c]: body[8 + 3 * c] for c in range(body[5])}
 
     def scan(self, body: bytes) -> None:
@@ -281,6 +286,9 @@ def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[i
         elif code == 0xDC:
             if seg_len != 4:
                 raise _fail(f"DNL segment at {i} has an unexpected length")
+            if not ledger.started or ledger.lines != 0 or ledger.dnl_seen:
+                raise _fail(f"DNL segment at {i} is not the one a 0-line frame needs after its scan")
+            ledger.dnl_seen = True
         elif code == 0xE0:
             if payload[:5] != b"JFIF\0" or len(payload) < 14 or jfif_seen:
                 raise _fail(f"APP0 at {i} is not the one JFIF segment")
