@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
@@ -255,6 +256,123 @@ def openai_files(img: bytes) -> Shape:
                [("Authorization", "Bearer sk-test")])
 
 
+# ---- services added in upload-shapes.md §9 (2026 update) ---------------------------------------
+def qwen_oss_put(img: bytes) -> Shape:
+    """Qwen Chat: STS token JSON on chat.qwen.ai (name and size, no bytes), then a PUT to the OSS
+    bucket with OSS4-HMAC-SHA256 and an unsigned payload (Content-MD5 as the browser SDK may add)."""
+    md5 = base64.b64encode(hashlib.md5(img).digest()).decode()
+    auth = ("OSS4-HMAC-SHA256 Credential=STS.NExample/20260101/ap-southeast-1/oss/aliyun_v4_request,"
+            "AdditionalHeaders=host,Signature=" + "ab" * 32)
+    s = Shape("qwen_oss_put", "PUT", "https://qwen-webui-prod.oss-accelerate.aliyuncs.com/user/abc/" + fname(img),
+              [("Content-Type", mime(img)), ("Authorization", auth), ("x-oss-content-sha256", "UNSIGNED-PAYLOAD"),
+               ("x-oss-date", "20260101T000000Z"), ("x-oss-security-token", "CAIS" + "x" * 40),
+               ("Content-MD5", md5), ("Origin", "https://chat.qwen.ai")], img,
+              declared=[("filesize (getstsToken JSON)", len(img), "body")])
+    s.before = ("POST", "https://chat.qwen.ai/api/v2/files/getstsToken", [("Content-Type", "application/json")],
+                json.dumps({"filename": fname(img), "filesize": len(img), "filetype": "image"}).encode())
+    return s
+
+
+def sora_multipart(img: bytes) -> Shape:
+    return _mp("sora_multipart", "https://sora.chatgpt.com/backend/project_y/file/upload",
+               [file_part("file", img), field_part("use_case", "inpaint_safe")],
+               [("Origin", "https://sora.chatgpt.com"), ("Authorization", "Bearer eyJ0")])
+
+
+def notebooklm_resumable(img: bytes) -> Shape:
+    """NotebookLM: a JSON start naming project and source, then upload, finalize on the same origin."""
+    start = json.dumps({"PROJECT_ID": "p-123", "SOURCE_NAME": fname(img), "SOURCE_ID": "s-456"}).encode()
+    s = Shape("notebooklm_resumable", "POST",
+              "https://notebooklm.google.com/upload/_/?authuser=0&upload_id=AU_abc&upload_protocol=resumable",
+              [("Content-Type", "application/x-www-form-urlencoded;charset=utf-8"),
+               ("x-goog-upload-command", "upload, finalize"), ("x-goog-upload-offset", "0")], img,
+              declared=[("x-goog-upload-header-content-length (start)", len(img), "body")])
+    s.before = ("POST", "https://notebooklm.google.com/upload/_/?authuser=0",
+                [("Content-Type", "application/x-www-form-urlencoded;charset=utf-8"),
+                 ("x-goog-upload-protocol", "resumable"), ("x-goog-upload-command", "start"),
+                 ("x-goog-upload-header-content-length", str(len(img)))], start)
+    return s
+
+
+def zai_multipart(img: bytes) -> Shape:
+    return _mp("zai_multipart", "https://chat.z.ai/api/v1/files/", [file_part("file", img)],
+               [("Authorization", "Bearer eyJ0"), ("Origin", "https://chat.z.ai")])
+
+
+def _doubao(name: str, img: bytes, crc: str) -> Shape:
+    return Shape(name, "POST", "https://tos-d-x-hl.snssdk.com/upload/v1/tos-cn-i-a9rns2rl98/" + uuid.uuid4().hex,
+                 [("Authorization", "SpaceKey/rc0rgsyemh/1/:version:v2:" + "e" * 40),
+                  ("Content-Type", "application/octet-stream"), ("Content-CRC32", crc),
+                  ("Content-Disposition", 'attachment; filename="undefined"'), ("X-Storage-U", "1234"),
+                  ("Origin", "https://www.doubao.com"), ("Referer", "https://www.doubao.com/chat/")], img,
+                 declared=[("FileSize (ApplyImageUpload)", len(img), "body")])
+
+
+def doubao_tos_hex(img: bytes) -> Shape:
+    """Doubao/Dola: ApplyImageUpload, then the bytes with Content-CRC32 as 8 lower-case hex digits."""
+    return _doubao("doubao_tos_crc_hex", img, f"{zlib.crc32(img):08x}")
+
+
+def doubao_tos_decimal(img: bytes) -> Shape:
+    """Same upload as some clients spell it: the CRC-32 in decimal."""
+    return _doubao("doubao_tos_crc_decimal", img, str(zlib.crc32(img)))
+
+
+def yuanbao_cos_put(img: bytes) -> Shape:
+    return Shape("yuanbao_cos_put", "PUT",
+                 "https://hunyuan-prod-1258344703.cos.accelerate.myqcloud.com/chat/" + fname(img) +
+                 "?q-sign-algorithm=sha1&q-ak=AKID&q-sign-time=1&q-key-time=1&q-header-list=host"
+                 "&q-url-param-list=&q-signature=" + "0" * 40,
+                 [("Content-Type", mime(img)), ("Origin", "https://yuanbao.tencent.com")], img,
+                 declared=[("fileSize (genUploadInfo)", len(img), "body")])
+
+
+def kimi_tos_put(img: bytes) -> Shape:
+    return Shape("kimi_tos_put", "PUT",
+                 "https://prod-chat-kimi.tos-s3-cn-beijing.volces.com/" + uuid.uuid4().hex +
+                 "?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20240101%2Fcn-beijing%2Fs3%2Faws4_request"
+                 "&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Signature=" + "f" * 64,
+                 [("Content-Type", mime(img)), ("Origin", "https://www.kimi.com")], img)
+
+
+def genspark_blob_put(img: bytes) -> Shape:
+    md5 = base64.b64encode(hashlib.md5(img).digest()).decode()
+    return Shape("genspark_blob_put", "PUT",
+                 "https://gensparkstorageprodwest.blob.core.windows.net/personal/u1/file_upload/" + uuid.uuid4().hex +
+                 "?sv=2023-11-03&sr=b&sp=cw&sig=c2ln",
+                 [("x-ms-blob-type", "BlockBlob"), ("Content-Type", mime(img)), ("Content-MD5", md5),
+                  ("Origin", "https://www.genspark.ai")], img)
+
+
+def genspark_convert_heic(img: bytes) -> Shape:
+    """The HEIC conversion request (raw bytes to www.genspark.ai); any format is checked the same way."""
+    return Shape("genspark_convert_heic", "POST", "https://www.genspark.ai/convert-heic",
+                 [("Content-Type", mime(img)), ("Origin", "https://www.genspark.ai")], img)
+
+
+def genspark_agent_json(img: bytes) -> Shape:
+    return _api("genspark_agent_ask", "https://www.genspark.ai/api/agent/ask", {
+        "type": "super_agent", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": data_url(img)}},
+            {"type": "text", "text": "what is this?"}]}]})
+
+
+def meta_vibes(img: bytes) -> Shape:
+    return _mp("meta_vibes_multipart", "https://vibes.ai/api/upload-media",
+               [file_part("file", img), field_part("filename", fname(img))], [("Origin", "https://vibes.ai")])
+
+
+def grok_x_attachment(img: bytes) -> Shape:
+    """Grok inside x.com (opt-in service grok-x)."""
+    return _mp("grok_x_attachment", "https://x.com/i/api/2/grok/attachment.json", [file_part("file", img)],
+               [("x-csrf-token", "0" * 32), ("Authorization", "Bearer AAAA")])
+
+
+NEW_SHAPES = [qwen_oss_put, sora_multipart, notebooklm_resumable, zai_multipart, doubao_tos_hex,
+              doubao_tos_decimal, yuanbao_cos_put, kimi_tos_put, genspark_blob_put, genspark_convert_heic,
+              genspark_agent_json, meta_vibes, grok_x_attachment]
+
 SHAPES = [chatgpt, claude, gemini_web, copilot, m365_form, m365_multipart, perplexity_s3, cloudinary,
           deepseek, grok_v2, grok_legacy, lechat_azure, meta_rupload, poe_graphql, huggingchat,
-          huggingchat_named, openai_chat, openai_responses, anthropic, gemini_api, mistral_api, openai_files]
+          huggingchat_named, openai_chat, openai_responses, anthropic, gemini_api, mistral_api, openai_files,
+          *NEW_SHAPES]

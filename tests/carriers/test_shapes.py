@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import zlib
 
 import pytest
 
@@ -72,6 +73,11 @@ def test_shape_cleaned_everything_else_identical(build, fmt, engine_output) -> N
     for name in ("content-md5", "x-ms-blob-content-md5"):
         if any(k.lower() == name for k, _ in shape.headers):
             assert lower[name] == base64.b64encode(hashlib.md5(rw.body).digest()).decode()
+    sent_crc = next((v for k, v in shape.headers if k.lower() == "content-crc32"), None)
+    if sent_crc is not None:  # Doubao/Dola: recomputed, in the spelling the client used
+        new_crc = zlib.crc32(rw.body)
+        assert lower["content-crc32"] == (str(new_crc) if shape.name.endswith("decimal") else f"{new_crc:08x}")
+        assert lower["content-crc32"] != sent_crc
 
     assert_clean_by_exiftool([(sniff(img) if sniff(img) != "HEIF" else "HEIC", out) for _, out in cleaned])
 
