@@ -1046,3 +1046,17 @@ def test_jpeg_dnl_is_kept_only_where_a_zero_line_frame_needs_it() -> None:
     res = scrub(needed)
     assert res.data == needed
     jpeg_verify.verify(needed, ScrubOptions())
+
+
+def test_jpeg_stray_restart_markers_become_fill_bytes() -> None:
+    base = jb.base_jpeg()
+    sos = base.index(b"\xff\xda")
+    bits = bytes(0xD0 + (b & 7) for b in CANARY)  # 3 bits of each canary byte
+    stray = b"".join(b"\xff" + bytes([m]) for m in bits)
+    data = base[:sos] + stray + base[sos:]
+    res = assert_clean(data)
+    assert res.data[sos:sos + len(stray)] == b"\xff" * len(stray)
+    assert [r.carrier for r in res.removed].count("stray restart marker") == len(CANARY)
+    jpeg_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="restart marker"):
+        jpeg_verify.verify(data, ScrubOptions())

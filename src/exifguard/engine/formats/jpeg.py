@@ -449,7 +449,14 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         elif m in _KEEP or m == _SOS:
             if not _structure_ok(m, pl):
                 raise _err(f"is corrupt: segment 0xFF{m:02X} at offset {s} does not match its length")
-        elif m in (_SOI, _EOI) or 0xD0 <= m <= 0xD7 or (m == _DNL and s == dnl_used):
+        elif 0xD0 <= m <= 0xD7:
+            # a restart marker outside scan data restarts nothing (libjpeg skips it), but
+            # each one still says 3 bits: it becomes two fill bytes before the next marker
+            findings.remove("stray restart marker", s, 2)
+            if preserve:
+                pieces.append(b"\xff\xff")
+            continue
+        elif m in (_SOI, _EOI) or (m == _DNL and s == dnl_used):
             pass
         elif target is not None and (s, e) == target:
             app1, rest = _exif_app1(orientation or 1, e - s, big_endian)

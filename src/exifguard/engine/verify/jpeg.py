@@ -5,8 +5,8 @@ Accepts only:
   fill them exactly, where every table no scan decodes with holds only neutral
   content; DRI only where a scan uses it; one DNL (4-byte form) after the first scan
   and only when the frame header declares 0 lines; one SOFn, before any SOS; SOS with
-  its scan data; stray RSTn; EOI; DAC only with valid entries and only when the frame
-  is arithmetic-coded; no ICC segment after the first scan;
+  its scan data; EOI; no restart marker outside scan data; DAC only with valid entries
+  and only when the frame is arithmetic-coded; no ICC segment after the first scan;
 * one JFIF APP0 whose thumbnail width, height and bytes (all after the first 12) are zero;
 * one APP14 `Adobe` whose bytes after the 12 fixed ones are zero;
 * ICC APP2 (`ICC_PROFILE\\0`) only when `keep_icc`, and only when all of them make up
@@ -249,8 +249,7 @@ def _walk(clean: bytes, options: ScrubOptions, frames: list[int], dac_at: list[i
                 raise _fail("non-zero bytes after EOI")
             return
         if 0xD0 <= code <= 0xD7:
-            i += 2
-            continue
+            raise _fail(f"restart marker at {i} outside scan data")
         if code < 0xC0 or code == 0xD8:
             raise _fail(f"unexpected marker 0xFF{code:02X} at {i}")
         if i + 4 > n:
