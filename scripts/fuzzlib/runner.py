@@ -12,6 +12,7 @@ import json
 import random
 import signal
 import sys
+import traceback
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,11 @@ def image_end(img: bytes) -> int:
         return min(tails)
     if img[:4] == b"RIFF" and len(img) >= 8:
         return min(len(img), 8 + int.from_bytes(img[4:8], "little"))
+    if structure.sniff_kind(img) in ("ISOBMFF", "JXL"):  # end of the last top-level box that fits
+        ends = [r.end for r in regions if r.level == 0 and r.end <= len(img)
+                and (r.len_at is None or int.from_bytes(img[r.len_at:r.len_at + r.len_size], "big")
+                     in (0, r.end - r.start))]
+        return max(ends) if ends else len(img)
     if img.endswith(_seeds.MARK):
         return len(img) - len(_seeds.MARK)
     return len(img)
@@ -131,6 +137,7 @@ class Summary:
     findings: dict[str, Finding] = field(default_factory=dict)
     seeds: int = 0
     corpus_seeds: int = 0
+    fuzzer_errors: int = 0
 
     @property
     def total(self) -> int:
@@ -150,7 +157,8 @@ class Summary:
                  + ", ".join(f"{t} {n} ({self.accepted[t]} accepted)" for t, n in sorted(self.execs.items())),
                  f"fuzz: seeds {self.seeds} generated + {self.corpus_seeds} corpus; queue "
                  + ", ".join(f"{k} {v}" for k, v in self.queue.items())
-                 + f"; {self.coverage} arcs covered; ExifTool read {self.exiftool_checked} accepted outputs",
+                 + f"; {self.coverage} arcs covered; ExifTool read {self.exiftool_checked} accepted outputs"
+                 + (f"; {self.fuzzer_errors} fuzzer-internal errors" if self.fuzzer_errors else ""),
                  f"fuzz: {len(self.findings)} distinct findings"
                  + (": " + ", ".join(f"{k} {v}" for k, v in sorted(self.by_kind().items())) if self.findings else "")]
         for f in sorted(self.findings.values(), key=lambda f: (f.violation.review_only, f.violation.target,
@@ -432,10 +440,16 @@ class Fuzzer:
             if cfg.execs is not None and self.summary.total >= cfg.execs:
                 break
             t = targets[0] if len(targets) == 1 else self.rng.choices(targets, [weights[x] for x in targets])[0]
-            if t == "engine":
-                self.step_engine()
-            else:
-                self.step_carriers()
+            try:
+                if t == "engine":
+                    self.step_engine()
+                else:
+                    self.step_carriers()
+            except Exception as exc:  # noqa: BLE001 - a bug in the fuzzer must not end a long run
+                self.summary.fuzzer_errors += 1
+                if self.summary.fuzzer_errors <= 5:
+                    print(f"fuzz: internal error in the fuzzer itself ({type(exc).__name__}: {exc} at "
+                          f"{traceback.extract_tb(exc.__traceback__)[-1].name}); continuing", flush=True)
             if not cfg.quiet and now - last_progress >= cfg.progress_seconds:
                 last_progress = now
                 s = self.summary

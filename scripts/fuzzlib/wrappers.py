@@ -12,7 +12,6 @@ Boundaries and names come from the run's RNG, so a seeded run is reproducible.
 from __future__ import annotations
 
 import base64
-import json
 import random
 import struct
 import zlib
@@ -221,7 +220,7 @@ def mutate_wrapper(req: Req, rng: random.Random, touch_image: bool) -> Req:
                                                     "application/json", "multipart/form-data; boundary=zz"))))
             req = Req(req.shape, req.method, req.url, hs, req.body, req.span, req.wrapper_ops)
             ops.append("relabel")
-        elif op == 8 and e > s:  # cut into the image
+        elif op == 8 and e > s + 1:  # cut into the image
             del body[rng.randrange(s + 1, e):]
             e = len(body)
             ops.append("cut-image")
