@@ -78,6 +78,7 @@ class ExifToolBatch:
                 if not bad:
                     continue
                 private = privacy_tags(bad, t, it.context.get("markers", ()))
+                private = [k for k in private if not _binary_is_coded_pixels(k, t, p)]
                 if not private and not has_allowlist(it.fmt):
                     continue  # no allowlist for this format (BMP): only privacy tags count
                 kind = "exiftool" if private else "exiftool-unlisted"
@@ -87,6 +88,25 @@ class ExifToolBatch:
                                         f"tags from an accepted {it.fmt} output: {', '.join(shown[:6])}",
                                         it.context.get("mode", ""), {"tags": shown[:20]}), it))
         return found
+
+
+_EMBEDDED_IMAGE_TAGS = {"PreviewImage", "ThumbnailImage", "JpgFromRaw", "OtherImage"}
+
+
+def _binary_is_coded_pixels(key: str, tags: dict, path: Path) -> bool:
+    """ExifTool names the data of an HEIF item it cannot type "PreviewImage" — often just the
+    primary image's coded (HEVC/AV1) data, which it then warns "is not a valid JPEG image".
+    Only an extracted blob that is itself an image (or holds a canary) is a real preview."""
+    name = key.split(":", 1)[-1]
+    if name not in _EMBEDDED_IMAGE_TAGS or not str(tags.get(key, "")).startswith("(Binary data"):
+        return False
+    try:
+        blob = subprocess.run(["exiftool", "-m", "-b", f"-{name}", str(path)], capture_output=True,
+                              timeout=60).stdout
+    except (subprocess.SubprocessError, OSError):
+        return False
+    from exifguard import sniff
+    return bool(blob) and sniff(blob) is None and _seeds.MARK not in blob
 
 
 def has_allowlist(fmt: str) -> bool:
@@ -108,5 +128,9 @@ def privacy_tags(bad: list[str], tags: dict, markers: tuple[bytes, ...] = ()) ->
 
 def leaks_of(fmt: str, output: bytes, markers: tuple[bytes, ...] = ()) -> list[str]:
     """One-off check (minimiser, regression replay): the privacy tags ExifTool reads."""
-    tags = _oracle.exiftool_bytes(output, SUFFIX.get(fmt, ".bin"))
-    return privacy_tags(_oracle.leaks(fmt, tags), tags, markers)
+    with tempfile.TemporaryDirectory(prefix="fuzz-exiftool-") as tmp:
+        p = Path(tmp) / f"o{SUFFIX.get(fmt, '.bin')}"
+        p.write_bytes(output)
+        tags = _oracle.exiftool_files([p])[str(p)]
+        return [k for k in privacy_tags(_oracle.leaks(fmt, tags), tags, markers)
+                if not _binary_is_coded_pixels(k, tags, p)]
