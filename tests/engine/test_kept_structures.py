@@ -1060,3 +1060,21 @@ def test_jpeg_stray_restart_markers_become_fill_bytes() -> None:
     jpeg_verify.verify(res.data, ScrubOptions())
     with pytest.raises(ScrubError, match="restart marker"):
         jpeg_verify.verify(data, ScrubOptions())
+
+
+def test_heif_item_names_and_bytes_after_an_item_entry_are_blanked() -> None:
+    data = heifb.build_heif(infe_extra=b"")
+    # give the image item a name and hide bytes after its fields (same box size: the
+    # builder's infe for item 1 is `00 01 00 00 hvc1 00`; grow it by rewriting in place)
+    old = heifb.full(b"infe", 2, 0, struct.pack(">HH", 1, 0) + b"hvc1\0")
+    new = heifb.full(b"infe", 2, 0, struct.pack(">HH", 1, 0) + b"hvc1" + CANARY + b"\0" + CANARY)
+    assert old in data
+    grown = len(new) - len(old)
+    data = _grow_boxes(data.replace(old, new), [b"meta", b"iinf"], grown)
+    res = scrub(data)
+    assert canary.find(res.data, CANARY) == [] and len(res.data) == len(data)
+    assert {"HEIF item name", "HEIF item entry extra data"} <= {r.carrier for r in res.removed}
+    assert scrub(res.data).data == res.data
+    heif_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="name|after its fields"):
+        heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())

@@ -90,6 +90,8 @@ class _Item:
     type: bytes
     content_type: bytes = b""
     encoding_span: tuple[int, int] | None = None  # where a content_encoding string sits in the infe
+    text_spans: list[tuple[int, int]] = field(default_factory=list)  # item name, URI type: free text
+    extra: tuple[int, int] | None = None  # bytes after the entry's last field
 
 
 @dataclass(slots=True)
@@ -247,6 +249,7 @@ def _iinf(w: _Walk, iinf: Box) -> dict[int, _Item]:
         if item.id in items:
             raise ScrubError("HEIF: two item entries share one item ID")
         items[item.id] = item
+        _blank_entry_text(w, item)
     return items
 
 
@@ -256,27 +259,49 @@ def _infe(box: Box, buf: bytes) -> _Item:
     if version in (0, 1):  # no item type: a MIME-typed item
         item_id = r.u16()
         r.u16()
-        r.cstring()
+        at, name = r.cstring()
         _, ctype = r.cstring()
         item = _Item(item_id, b"mime", ctype.strip())
     elif version in (2, 3):
         item_id = r.u16() if version == 2 else r.u32()
         r.u16()
         itype = r.fourcc()
-        r.cstring()
+        at, name = r.cstring()
         item = _Item(item_id, itype)
-        if itype == b"mime":
-            _, ctype = r.cstring()
-            item.content_type = ctype.strip()
-        else:
+        if itype == b"uri ":
+            uat, uri = r.cstring()
+            item.text_spans.append((uat, uat + len(uri)))
+        if itype != b"mime":
+            item.text_spans.append((at, at + len(name)))
+            if r.left() > 0:
+                item.extra = (r.pos, r.end)
             return item
+        _, ctype = r.cstring()
+        item.content_type = ctype.strip()
     else:
         raise ScrubError(f"HEIF: unsupported item info entry version {version}")
+    item.text_spans.append((at, at + len(name)))
     if r.left() > 0:
-        at, enc = r.cstring()
+        eat, enc = r.cstring()
         if enc:
-            item.encoding_span = (at, at + len(enc))
+            item.encoding_span = (eat, eat + len(enc))
+    if r.left() > 0:
+        item.extra = (r.pos, r.end)
     return item
+
+
+def _blank_entry_text(w: _Walk, item: _Item) -> None:
+    """An item's name (and a URI item's type) is free text no decoder needs: it becomes
+    spaces of the same length.  Bytes after the entry's last field become zeros."""
+    for a, b in item.text_spans:
+        if b > a and w.data[a:b].strip(b" "):
+            w.findings.remove("HEIF item name", a, b - a, ["ItemName"])
+            w.out[a:b] = b" " * (b - a)
+    if item.extra is not None:
+        a, b = item.extra
+        if not all_zero(w.data, a, b):
+            w.findings.remove("HEIF item entry extra data", a, b - a)
+            w.out[a:b] = bytes(b - a)
 
 
 def _iloc(w: _Walk, iloc: Box) -> dict[int, _Loc]:

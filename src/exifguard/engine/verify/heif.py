@@ -4,6 +4,7 @@ Passes only when:
 * the top level holds ftyp (first), one meta, mdat, and free/skip boxes with zero
   payloads, followed by nothing but zeros;
 * meta holds only the structural boxes, the handler is `pict` with a blank name;
+* item entries carry no name (spaces only) and nothing after their fields;
 * every item property is one a renderer needs (ICC only with keep_icc, and only as a
   well-formed ICC profile);
 * every item is a coded/derived image, or an Exif item holding exactly an empty TIFF
@@ -188,6 +189,12 @@ def _cstr_end(buf: bytes, at: int, end: int) -> int:
     return end if k < 0 else k + 1
 
 
+def _blank_text(buf: bytes, a: int, b: int) -> None:
+    """A C string the writer chose freely (item name, URI type) must be spaces only."""
+    if buf[a:b].rstrip(b"\0").strip(b" "):
+        raise ScrubError("an item entry still carries a name")
+
+
 def _item_types(buf: bytes, iinf: B | None, counter: Counter) -> tuple[dict[int, tuple[bytes, bytes]], set[int]]:
     """item ID -> (type, mime content type); and the IDs whose content_encoding is not empty."""
     types: dict[int, tuple[bytes, bytes]] = {}
@@ -209,11 +216,17 @@ def _item_types(buf: bytes, iinf: B | None, counter: Counter) -> tuple[dict[int,
             item_id = u(buf, p + 4, idlen, end)
             q = p + 4 + idlen + 2
             kind = buf[q:q + 4]
-            q = _cstr_end(buf, q + 4, end)  # item name
+            name_at = q + 4
         else:
             item_id = u(buf, p + 4, 2, end)
             kind = b"mime"
-            q = _cstr_end(buf, p + 8, end)
+            name_at = p + 8
+        q = _cstr_end(buf, name_at, end)
+        _blank_text(buf, name_at, q)  # item name
+        if kind == b"uri ":
+            q_next = _cstr_end(buf, q, end)
+            _blank_text(buf, q, q_next)  # URI type
+            q = q_next
         ctype = b""
         if kind == b"mime":
             q2 = _cstr_end(buf, q, end)
@@ -221,6 +234,9 @@ def _item_types(buf: bytes, iinf: B | None, counter: Counter) -> tuple[dict[int,
             enc_end = _cstr_end(buf, q2, end)
             if buf[q2:enc_end].strip(b"\0"):
                 encoded.add(item_id)
+            q = enc_end
+        if not all_zero(buf, q, end):
+            raise ScrubError("an item entry holds data after its fields")
         if item_id in types:
             raise ScrubError("duplicate item ID")
         types[item_id] = (bytes(kind), bytes(ctype))
