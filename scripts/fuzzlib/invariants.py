@@ -380,6 +380,16 @@ def check_carriers(method: str, url: str, headers: list[tuple[str, str]], body: 
                     kind, place = classify(img.result.data, ih, markers)
                     seen = f"engine-kept:{img.result.format}:{place}"
                     break
+            if kind == "canary" and wrapped_image is not None and not n_img:
+                # not found: would the engine have kept the canary anyway (pixel data)?
+                from exifguard import ScrubError, scrub
+                try:
+                    alone = scrub(wrapped_image).data
+                    ah = find_markers(alone, markers)
+                    if ah and classify(alone, ah, markers)[0] == "canary-pixel":
+                        kind, seen = "canary-pixel", "engine-would-keep:" + classify(alone, ah, markers)[1]
+                except ScrubError:
+                    pass
             wrapped = structure.sniff_kind(wrapped_image) if wrapped_image else None
             out.violations.append(Violation("carriers", kind, f"{kind}:{label}:{seen}" + (f":{wrapped}" if wrapped else ""),
                                             f"accepted {label} body ({n_img} image(s) found) keeps the canary "
