@@ -1078,3 +1078,18 @@ def test_heif_item_names_and_bytes_after_an_item_entry_are_blanked() -> None:
     heif_verify.verify(res.data, ScrubOptions())
     with pytest.raises(ScrubError, match="name|after its fields"):
         heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())
+
+
+def test_heif_bytes_after_a_property_s_fields_and_unknown_colr_types_are_blanked() -> None:
+    props = heifb.box(b"irot", b"\x01" + CANARY) + heifb.box(b"colr", b"JANE" + CANARY) \
+        + heifb.box(b"colr", b"nclx" + bytes(7) + CANARY)
+    data = heif_with_props(props, [2, 3, 4])
+    res = scrub(data)
+    assert canary.find(res.data, CANARY) == [] and len(res.data) == len(data)
+    carriers = {r.carrier for r in res.removed}
+    assert {"HEIF irot extra data", "HEIF colr of unknown type", "HEIF colr extra data"} <= carriers
+    assert b"irot\x01" in res.data  # the rotation itself stays
+    assert scrub(res.data).data == res.data
+    heif_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="after its fields|unknown type"):
+        heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())

@@ -411,8 +411,11 @@ def _ipco(w: _Walk, ipco: Box, used: set[int]) -> set[int]:
             _zero_padding(w, box)
         elif position not in used and box.type in KEEP_PROPS:
             _blank_box(w, box, f"HEIF unused property {box.name}")
+        elif box.type == b"colr" and bytes(w.data[box.body:box.body + 4]) not in _COLR_TYPES:
+            _blank_box(w, box, "HEIF colr of unknown type")  # not a colour description at all
         elif box.type == b"colr":
             ctype = bytes(w.data[box.body:box.body + 4])
+            _zero_after_fields(w, box)
             if ctype in (b"prof", b"rICC"):
                 # kept only when it is what it claims: one well-formed ICC profile
                 if w.options.keep_icc and icc.problem(bytes(w.data[box.body + 4:box.end])) is None:
@@ -421,10 +424,41 @@ def _ipco(w: _Walk, ipco: Box, used: set[int]) -> set[int]:
                 else:
                     _blank_box(w, box, "ICC profile")
         elif box.type in (b"irot", b"imir"):
+            _zero_after_fields(w, box)
             w.findings.keep("orientation", "HEIF irot/imir")
         elif box.type not in KEEP_PROPS:
             _blank_box(w, box)
+        else:
+            _zero_after_fields(w, box)
     return kept
+
+
+_COLR_TYPES = frozenset({b"nclx", b"nclc", b"prof", b"rICC"})
+# Payload sizes of the fixed-layout properties (ISO/IEC 23008-12, 14496-12, AV1-ISOBMFF);
+# pixi's depends on its channel count.  Decoders read these fields and ignore the rest.
+_FIXED_PROPS = {b"ispe": 12, b"irot": 1, b"imir": 1, b"pasp": 8, b"clap": 32, b"clli": 4,
+                b"mdcv": 24, b"a1op": 1, b"lsel": 2}
+_COLR_SIZES = {b"nclx": 11, b"nclc": 10}
+
+
+def _fields_end(w: _Walk, box: Box) -> int | None:
+    """Where a fixed-layout property's fields end, or None for variable layouts."""
+    if box.type in _FIXED_PROPS:
+        return box.body + _FIXED_PROPS[box.type]
+    if box.type == b"pixi" and box.end - box.body >= 5:
+        return box.body + 5 + w.data[box.body + 4]
+    if box.type == b"colr":
+        size = _COLR_SIZES.get(bytes(w.data[box.body:box.body + 4]))
+        return None if size is None else box.body + size
+    return None
+
+
+def _zero_after_fields(w: _Walk, box: Box) -> None:
+    """Bytes after a kept property's fields are read by no decoder: they become zeros."""
+    end = _fields_end(w, box)
+    if end is not None and end < box.end and not all_zero(w.data, end, box.end):
+        w.findings.remove(f"HEIF {box.name} extra data", end, box.end - end)
+        w.out[end:box.end] = bytes(box.end - end)
 
 
 def _ipma(w: _Walk, ipma: Box) -> list[tuple[int, list[int]]]:

@@ -142,6 +142,7 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
                 if prop.kind not in _PROPS:
                     raise ScrubError(f"item property '{type_code(prop.kind)}' is not allowed")
                 _padding_ok(buf, prop)
+                _only_its_fields(buf, prop)
                 props_seen.append((n, bytes(prop.kind)))
                 if prop.kind == b"colr" and buf[prop.payload:prop.payload + 4] in (b"prof", b"rICC"):
                     if not options.keep_icc:
@@ -161,6 +162,27 @@ def _check_properties(buf: bytes, iprp: B, counter: Counter, options: ScrubOptio
     for n, kind in props_seen:
         if kind not in (b"free", b"skip") and n not in associated:
             raise ScrubError(f"item property {n} ('{type_code(kind)}') belongs to no item")
+
+
+_FIELD_BYTES = {b"ispe": 12, b"irot": 1, b"imir": 1, b"pasp": 8, b"clap": 32, b"clli": 4,
+                b"mdcv": 24, b"a1op": 1, b"lsel": 2}
+
+
+def _only_its_fields(buf: bytes, prop: B) -> None:
+    """A fixed-layout property holds its fields and then only zeros; colr is one of the
+    colour types (nclx, nclc, prof, rICC)."""
+    body = buf[prop.payload:prop.end]
+    if prop.kind == b"colr":
+        kind = body[:4]
+        if kind not in (b"nclx", b"nclc", b"prof", b"rICC"):
+            raise ScrubError("a colr property of unknown type is left")
+        used = {b"nclx": 11, b"nclc": 10}.get(kind)
+    elif prop.kind == b"pixi":
+        used = 5 + body[4] if len(body) >= 5 else None
+    else:
+        used = _FIELD_BYTES.get(prop.kind)
+    if used is not None and not all_zero(body, used):
+        raise ScrubError(f"property '{type_code(prop.kind)}' holds bytes after its fields")
 
 
 def _associations(buf: bytes, ipma: B, counter: Counter) -> list[set[int]]:
