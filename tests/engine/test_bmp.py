@@ -140,3 +140,19 @@ def test_embedded_jpeg_bmp_refused() -> None:
     data[30:34] = struct.pack("<I", 4)
     with pytest.raises(ScrubError):
         scrub(bytes(data))
+
+
+def test_v5_header_fields_nothing_reads_are_zeroed() -> None:
+    """Issue 11 §5: calibration endpoints/gammas with an sRGB colour space, and the V5
+    reserved word, are read by no decoder, so they must not carry anything."""
+    data = bytearray(v5_bmp(b"sRGB", b""))
+    data[14 + 60:14 + 60 + len(MARK)] = MARK
+    data[14 + 120:14 + 124] = MARK[:4]
+    data = bytes(data)
+    res = scrub(data)
+    assert canary.find(res.data, MARK) == [] and MARK[:4] not in res.data
+    assert "BMP unused header fields" in [r.carrier for r in res.removed]
+    assert decoded(res.data) == decoded(data)
+    verify_bmp.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="calibration|nothing reads"):
+        verify_bmp.verify(data, ScrubOptions())

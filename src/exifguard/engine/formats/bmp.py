@@ -8,7 +8,10 @@ What can leak, and what we do (same length, in place):
 * An embedded ICC profile (`'MBED'`) is kept (keep_icc, and only when it is a
   well-formed ICC profile, `engine.icc`) or neutralised the same way.
 * Bytes no structure references (gaps before the pixel array, data appended after the
-  image or after the profile) and the two reserved header words are zeroed.
+  image or after the profile) and the two reserved header words are zeroed, and so are
+  V4/V5 header fields nothing reads in this file (calibration endpoints and gammas
+  unless the colour space is calibrated RGB, profile offset/size without a profile,
+  the V5 reserved word).
 * BMPs that wrap a JPEG or PNG stream (compression 4/5) are refused: those streams have
   their own metadata and no viewer on the web renders them.
 
@@ -87,6 +90,34 @@ def layout(data: bytes) -> tuple[int, int, list[tuple[int, int]], tuple[int, int
     return hsize, compression, spans, profile, cstype
 
 
+LCS_CALIBRATED_RGB = 0
+
+
+def _unused_header_fields(hdr: bytes | bytearray, hsize: int) -> list[tuple[int, int]]:
+    """Spans (file offsets) of V4/V5 header fields no decoder reads in this file: the
+    calibration endpoints and gammas unless the colour space is LCS_CALIBRATED_RGB, the
+    profile offset and size when there is no profile, and the V5 reserved word."""
+    spans: list[tuple[int, int]] = []
+    if hsize < 108:
+        return spans
+    cstype = struct.unpack_from("<I", hdr, 14 + 56)[0]
+    if cstype != LCS_CALIBRATED_RGB:
+        spans.append((14 + 60, 14 + 108))
+    if hsize == 124:
+        if cstype not in (PROFILE_LINKED, PROFILE_EMBEDDED):
+            spans.append((14 + 112, 14 + 120))
+        spans.append((14 + 120, 14 + 124))
+    return spans
+
+
+def _zero_unused_header_fields(out: bytearray, hsize: int, findings: Findings) -> None:
+    """Free values in header fields nothing reads become zeros (pixels are unaffected)."""
+    for a, b in _unused_header_fields(out, hsize):
+        if any(out[a:b]):
+            findings.remove("BMP unused header fields", a, b - a)
+            out[a:b] = bytes(b - a)
+
+
 def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
     """Zero a linked-profile path, stray bytes and reserved words; keep pixels as they are."""
     hsize, _, spans, profile, cstype = layout(data)
@@ -107,6 +138,7 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             struct.pack_into("<II", out, 14 + 112, 0, 0)
     elif hsize >= 108 and cstype == PROFILE_LINKED:
         struct.pack_into("<I", out, 14 + 56, LCS_SRGB)
+    _zero_unused_header_fields(out, hsize, findings)
     pos, stray, first = 0, 0, -1
     for a, b in sorted(spans) + [(len(out), len(out))]:
         if a > pos:

@@ -51,6 +51,11 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
     regions = [(0, table_end), (start, start + length)]
     if dib >= 108:
         cs = clean[14 + 56:14 + 60][::-1]
+        if cs != b"\0\0\0\0" and not all_zero(clean, 14 + 60, 14 + 108):
+            raise ScrubError("BMP calibration fields are set although the colour space is not calibrated")
+        if dib == 124 and (not all_zero(clean, 14 + 120, 14 + 124)
+                           or (cs not in (b"LINK", b"MBED") and not all_zero(clean, 14 + 112, 14 + 120))):
+            raise ScrubError("BMP header holds values in fields nothing reads")
         if cs == b"LINK":
             raise ScrubError("BMP still links a colour profile by file path")
         if dib == 124 and cs == b"MBED":
