@@ -31,6 +31,7 @@ from exifguard.proxy.hosts import HostSet
 
 from .harness import clean_env, start_proxy
 from .sink import Sink
+from .test_pac import evaluate
 
 pytestmark = [pytest.mark.e2e, oracle.requires_exiftool]
 
@@ -163,3 +164,24 @@ def test_old_ca_fails_closed_for_a_new_host_and_the_printed_command_reissues(tmp
     exported = subprocess.run(["certutil", "-L", "-d", f"sql:{home / '.pki' / 'nssdb'}", "-n", "exifguard CA",
                                "-a"], capture_output=True, text=True, timeout=60).stdout
     assert exported.strip() == new.cert_path.read_text().strip()
+
+
+def test_user_services_file_reaches_the_addon(tmp_path, sink):
+    """A person's own service (no code edited): decrypted, PAC-routed and cleaned by the addon."""
+    f = tmp_path / "mine.toml"
+    f.write_text('[[service]]\nid = "my-ai"\norigins = ["chat.my-ai.example"]\n'
+                 '[[service.hosts]]\nhost = "up-*.my-ai.example"\nkind = "dedicated"\n')
+    p = start_proxy(tmp_path, sink.port, sink.cert, "--services", str(f),
+                    extra=_map(["up-eu.my-ai.example"], sink.port))
+    try:
+        assert f"--services {f}" in p.output()  # printed commands carry it
+        img = photo()
+        sink.clear()
+        assert _send(p, "PUT", "https://up-eu.my-ai.example/files/1", [("Content-Type", "image/jpeg")], img) == 201
+        got = sink.last().body
+        assert len(got) == len(img) and got != img
+        assert_clean(got)
+        routes = evaluate((p.certs / "proxy.pac").read_text(), ["up-eu.my-ai.example", "www.my-ai.example"])
+        assert routes["up-eu.my-ai.example"].startswith("PROXY ") and routes["www.my-ai.example"] == "DIRECT"
+    finally:
+        assert p.stop() == 0, p.output()
