@@ -588,3 +588,22 @@ def test_c3_base64_jxl_or_bmp_outside_a_parsed_field_is_blocked(make):
     body = ("name=report&note=" + "see%20attached" + url).encode()  # the '&' before it is missing
     rw = rewrite(body, [("content-type", "application/x-www-form-urlencoded")])
     assert not forwarded(rw)
+
+
+def test_c1b_tiff_whose_first_entries_have_unknown_types_is_found():
+    img = bytearray(_tiff_out_of_order())
+    # make the first entry's tag unknown and its type one no reader knows
+    struct.pack_into("<HH", img, 10, 0x612E, 0x00EE)
+    body = b"scan: " + bytes(img)
+    c = embedded.first_candidate(body)
+    assert c is not None and c.format == "TIFF"
+
+
+def test_c4_jpeg_whose_first_segment_is_an_extension_marker_is_found():
+    img = jpeg()
+    odd = img[:2] + b"\xff\xf0" + struct.pack(">H", 2 + len(MARK)) + MARK + img[2:]
+    body = b"\x00\x01" + odd
+    c = embedded.first_candidate(body)
+    assert c is not None and (c.format, c.start, c.end) == ("JPEG", 2, len(body))
+    rw = rewrite(body)
+    assert canary.find(rw.body, MARK) == [] or not forwarded(rw)

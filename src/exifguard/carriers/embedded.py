@@ -57,8 +57,10 @@ class Candidate:
 
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
 _JPEG_MARKER_AFTER_SCAN = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
-_JPEG_FIRST = frozenset([0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCC,
-                         0xCD, 0xCE, 0xCF, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)])
+#: Any marker with a length field may follow SOI as far as the engine is concerned (it
+#: walks, keeps or neutralises each); the plausibility test is that its length lands on
+#: the next marker, not which marker it is.
+_JPEG_FIRST = frozenset(m for m in range(0xC0, 0xFF) if not 0xD0 <= m <= 0xD9)
 _MAX_SEGMENTS = 100_000
 
 
@@ -311,16 +313,14 @@ def _tiff_extent(data: bytes, pos: int, hi: int, e: str, big: bool, first: int) 
             else:
                 tag, typ, cnt = struct.unpack_from(e + "HHI", data, at)
             width = _TIFF_SIZES.get(typ)
-            if width is None:
-                if ifds == 1 and k < 2:
-                    return None  # the very first entries do not parse: not a TIFF
+            if width is None:  # a type no reader knows: its value cannot be located
                 continue
             nbytes = width * cnt
             value_at = at + 4 + (8 if big else 4)
             if nbytes > inline:
                 (voff,) = struct.unpack_from(off_fmt, data, value_at)
                 if voff + nbytes > limit:
-                    return None if ifds == 1 and k < 2 else -1
+                    return -1
                 furthest = max(furthest, voff + nbytes)
                 vat = pos + voff
             else:
