@@ -313,3 +313,32 @@ def test_doubao_chunked_part_with_an_image_is_refused_not_half_cleaned():
     assert rw.has_errors and not rw.changed
     merge = rewrite_request("POST", url.replace("phase=transfer", "phase=finish"), [], b"1:0a1b2c3d,2:4e5f6071")
     assert not merge.images and not merge.changed
+
+
+def test_cert_reissue_dry_run_changes_nothing_and_names_the_steps(tmp_path, capsys):
+    certs = tmp_path / "c"
+    old = ca.create_ca(certs, HostSet.build(remove=["chat.z.ai"]).domains(), hostname="t")
+    pem = old.cert_path.read_bytes()
+    assert main(["cert", "reissue", "--certs", str(certs), "--dry-run", "--nssdb", str(tmp_path / "db")]) == 0
+    out = capsys.readouterr().out
+    assert f"remove the old CA '{old.subject}'" in out and "certutil -D" in out and "certutil -A" in out
+    assert "chat.z.ai" in out
+    assert ca.load_ca(certs).cert_path.read_bytes() == pem
+
+
+def test_cert_reissue_refuses_while_exifguard_runs_with_the_ca(tmp_path, capsys):
+    from exifguard.cli import instance
+    certs = tmp_path / "c"
+    old = ca.create_ca(certs, HostSet.build(remove=["chat.z.ai"]).domains(), hostname="t")
+    lock = instance.InstanceLock(certs / instance.LOCK_NAME)
+    assert lock.acquire() is None
+    try:
+        # the lock is per process; a child process is what a second terminal would be
+        import subprocess
+        import sys
+        r = subprocess.run([sys.executable, "-m", "exifguard.cli", "cert", "reissue", "--certs", str(certs),
+                            "--nssdb", str(tmp_path / "db")], capture_output=True, text=True, timeout=120)
+    finally:
+        lock.release()
+    assert r.returncode == 1 and "stop it" in r.stderr, r.stdout + r.stderr
+    assert ca.load_ca(certs).cert_path.read_bytes() == old.cert_path.read_bytes()
