@@ -284,6 +284,46 @@ def test_service_stopped_or_crashing_mid_body_fails_closed(sink, fresh):
         crash.close()
 
 
+def _rss(pid: int) -> int:
+    """Resident bytes: grows while the service buffers a body (socket reads do not show in rchar)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def test_real_service_killed_mid_body_forwards_nothing(sink, fresh):
+    """`exifguard icap` itself is SIGKILLed while it is reading a large upload."""
+    port = _free_port()
+    p = _start_service(port)
+    sq = start_squid([f"icap://127.0.0.1:{port}/reqmod"], sink.port, sink.cert)
+    try:
+        img = fh.make_image("JPEG", f"{M}-sq-kill", seed=94, size=(800, 600))
+        up = fh.raw_put(img + b"\x00" * 60_000_000, "JPEG", 940)  # zero padding after EOI makes it large
+        # warm up: Squid fetches OPTIONS first
+        assert through(sq, fresh, "POST", "https://claude.ai/api/chat", {"Content-Type": "text/plain"},
+                       b"hi").status == 201
+        fresh.clear()
+        base = _rss(p.pid)
+        reply: list = []
+        t = threading.Thread(target=lambda: reply.append(through(sq, fresh, up.method, up.url, up.headers,
+                                                                 up.body)))
+        t.start()
+        end = time.monotonic() + 30
+        while _rss(p.pid) - base < 3_000_000 and time.monotonic() < end:
+            time.sleep(0.001)
+        assert _rss(p.pid) - base >= 3_000_000, "the service never started reading the body"
+        p.kill()
+        t.join(60)
+        assert reply and (reply[0].status is None or reply[0].status >= 500), reply
+        assert fresh.received == [], "the origin received an upload exifguard never finished checking"
+    finally:
+        sq.stop()
+        if p.poll() is None:
+            p.kill()
+        p.wait(5)
+
+
 def test_overloaded_service_refuses_and_forwards_nothing_unchecked(sink, fresh):
     from exifguard.carriers import rewrite_request
     from exifguard.icap.handler import Reqmod
