@@ -33,12 +33,28 @@ from exifguard.icap.squid import CERTGEN, squid_config
 from exifguard.proxy.ca import CERT_FILE, KEY_FILE, create_ca
 from exifguard.proxy.hosts import HostSet
 
+def _builder_hosts() -> tuple[str, ...]:
+    """Hosts of every upload shape in tests/carriers/builders.py (the list grows with it)."""
+    from urllib.parse import urlsplit
+    try:
+        from carriers import builders
+    except ImportError:
+        return ()
+    tiny = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00\xff\xd9"
+    out = []
+    for build in builders.SHAPES:
+        shape = build(tiny)
+        out += [urlsplit(u).hostname or "" for u in [shape.url] + ([shape.before[1]] if shape.before else [])]
+    return tuple(h for h in dict.fromkeys(out) if h)
+
+
 #: Names the tests use; all resolve to 127.0.0.1 inside Squid.
-TEST_NAMES = ("claude.ai", "files.oaiusercontent.com", "api.anthropic.com", "api.openai.com", "example.org",
+BASE_NAMES = ("claude.ai", "files.oaiusercontent.com", "api.anthropic.com", "api.openai.com", "example.org",
               "acct.blob.core.windows.net", "copilot.microsoft.com", "substrate.office.com",
               "content-push.googleapis.com", "ppl-ai-file-upload.s3.amazonaws.com", "api.cloudinary.com",
               "chat.deepseek.com", "grok.com", "mistralaichatupprodswe.blob.core.windows.net", "rupload.meta.ai",
               "poe.com", "huggingface.co", "generativelanguage.googleapis.com", "api.mistral.ai", "chatgpt.com")
+TEST_NAMES = tuple(dict.fromkeys(BASE_NAMES + _builder_hosts()))
 
 
 def ai_sink_cert(sink, directory: Path) -> Path:

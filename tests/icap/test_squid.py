@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import unquote_to_bytes, urlsplit
 
@@ -98,6 +99,9 @@ def _origin(url: str) -> list[tuple[str, str]]:
 def test_builder_shapes_arrive_clean(squid, svc, fresh, build):
     img = fh.make_image("JPEG", f"{M}-sq-{build.__name__}", seed=len(build.__name__))
     shape = build(img)
+    host = urlsplit(shape.url).hostname or ""
+    if HostSet.build().lookup(host) is None:
+        pytest.skip(f"{host} is not in exifguard's host table: Squid splices it, exifguard never sees it")
     r = through(squid, fresh, shape.method, shape.url, shape.headers + _origin(shape.url), shape.body)
     assert r.status is not None and 200 <= r.status < 300, (r, squid.output()[-2000:])
     assert len(fresh.received) == 1
@@ -109,9 +113,16 @@ def test_builder_shapes_arrive_clean(squid, svc, fresh, build):
     assert got.headers.get("content-length", str(len(got.body))) == str(len(got.body))
     for what, value, kind in shape.declared:
         assert value == (len(got.body) if kind == "body" else len(img)), what
-    if "content-md5" in got.headers:  # recomputed for the cleaned body (Azure checks it)
-        assert got.headers["content-md5"] == base64.b64encode(hashlib.md5(got.body).digest()).decode()
-        assert got.headers["x-ms-blob-content-md5"] == got.headers["content-md5"]
+    # body hashes the storage service checks were recomputed for the cleaned body
+    md5 = base64.b64encode(hashlib.md5(got.body).digest()).decode()
+    for name in ("content-md5", "x-ms-blob-content-md5"):
+        if name in got.headers:
+            assert got.headers[name] == md5, name
+    if "content-crc32" in got.headers:
+        sent = dict((k.lower(), v) for k, v in shape.headers)["content-crc32"]
+        hex_form = sent == f"{zlib.crc32(shape.body):08x}"  # else decimal, as the client sent it
+        crc = zlib.crc32(got.body)
+        assert got.headers["content-crc32"] == (f"{crc:08x}" if hex_form else str(crc))
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "HEIC"])
