@@ -1093,3 +1093,42 @@ def test_heif_bytes_after_a_property_s_fields_and_unknown_colr_types_are_blanked
     heif_verify.verify(res.data, ScrubOptions())
     with pytest.raises(ScrubError, match="after its fields|unknown type"):
         heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())
+
+
+# -- TIFF: curve and colour-map tables only where they apply --------------------------------------
+
+def _words(text: bytes, n: int) -> list[int]:
+    raw = (text * (2 * n // len(text) + 2))[:2 * n]
+    return list(struct.unpack(f"<{n}H", raw))
+
+
+def test_tiff_colour_map_and_response_curves_where_they_do_not_apply_are_removed() -> None:
+    b = tiffb.Builder("<")
+    extra = [(320, 3, _words(CANARY, 768)),           # ColorMap in a greyscale image
+             (291, 3, _words(CANARY[::-1], 100)),     # GrayResponseCurve of the wrong size
+             (301, 3, _words(CANARY, 300))]           # TransferFunction of the wrong size
+    data = b.done(b.ifd(tiffb.gray_page(b, extra=extra)))
+    res = assert_clean(data)
+    carriers = {r.carrier for r in res.removed}
+    assert {"TIFF ColorMap", "TIFF IFD0:Tag0x0123", "TIFF TransferFunction"} <= carriers  # 0x0123: GrayResponseCurve
+    tiff_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="not a rendering tag"):
+        tiff_verify.verify(data, ScrubOptions())
+
+
+def test_tiff_palette_image_keeps_its_colour_map_and_a_misfit_one_is_refused() -> None:
+    im = Image.new("P", (8, 6))
+    im.putpalette(bytes(range(48)) * 16)
+    im.putdata([(x + y) % 16 for y in range(6) for x in range(8)])
+    buf = io.BytesIO()
+    im.save(buf, "TIFF")
+    data = buf.getvalue()
+    res = scrub(data)
+    assert pixels(res.data) == pixels(data)
+    tiff_verify.verify(res.data, ScrubOptions())
+    assert not any("ColorMap" in r.carrier for r in res.removed)
+    b = tiffb.Builder("<")
+    page = [e if e[0] != 262 else (262, 3, [3]) for e in tiffb.gray_page(b)]
+    bad = b.done(b.ifd(sorted(page + [(320, 3, [0] * 300)], key=lambda e: e[0])))
+    with pytest.raises(ScrubError, match="ColorMap"):
+        scrub(bad)

@@ -60,6 +60,7 @@ KEEP_TAGS = frozenset({
     529, 530, 531, 532,  # YCbCrCoefficients, YCbCrSubSampling, YCbCrPositioning, ReferenceBlackWhite
 })
 ORIENTATION = 274
+_CURVES = frozenset({291, 301, 320})  # GrayResponseCurve, TransferFunction, ColorMap
 ICC = 34675
 OLD_JPEG_TAGS = frozenset(range(512, 522))  # kept only when Compression = 6 (old-style JPEG)
 SUBIFDS = 330
@@ -274,6 +275,7 @@ class _Scrubber:
         self.reported: list[tuple[int, int]] = []
         self.private: list[tuple[int, int]] = []   # value areas of removed entries
         self.pixels: list[tuple[int, int]] = []
+        self.layout: tuple[int | None, int] = (None, 1)  # (Photometric, BitsPerSample) of the IFD being taken
 
     # --- walking -------------------------------------------------------------------
     def walk(self) -> list[_Ifd]:
@@ -303,6 +305,7 @@ class _Scrubber:
             raise ScrubError("TIFF: SubIFDs are nested too deeply")
         compression = _first(r, ifd, 259)
         spp = _first(r, ifd, 277) or 1
+        self.layout = (_first(r, ifd, 262), _first(r, ifd, 258) or 1)
         prev_tag = -1
         for e in sorted(ifd.entries, key=lambda x: x.tag):
             if e.tag == prev_tag and self.keeps(e, compression):
@@ -351,6 +354,8 @@ class _Scrubber:
         self.kept_ifds.append(ifd)
 
     def keeps(self, e: _Entry, compression: int | None) -> bool:
+        if e.tag in _CURVES:
+            return self.curve_applies(e)
         if e.tag in KEEP_TAGS:
             return True
         if e.tag in OLD_JPEG_TAGS:
@@ -365,6 +370,23 @@ class _Scrubber:
                 return False
             return icc.problem(self.r.data[e.value_at:e.value_at + e.size]) is None
         return False
+
+    def curve_applies(self, e: _Entry) -> bool:
+        """ColorMap, GrayResponseCurve and TransferFunction are tables of 2**BitsPerSample
+        entries (per channel), up to hundreds of kilobytes of free values: each is kept
+        only where it applies (a palette image's ColorMap, a greyscale image's response
+        curve) with exactly the count TIFF 6.0 gives it.  A misfit one is read by no
+        decoder and goes; a palette image whose ColorMap does not fit is refused."""
+        photometric, bps = self.layout
+        entries = 1 << min(bps, 16)
+        if e.tag == 320:
+            fits = e.count == 3 * entries
+            if photometric == 3 and not fits:
+                raise ScrubError("TIFF: a palette image's ColorMap does not have 3 x 2^BitsPerSample entries")
+            return photometric == 3
+        if e.tag == 291:
+            return photometric in (0, 1) and e.count == entries
+        return e.count in (entries, 3 * entries)  # TransferFunction: one curve or three
 
     def map_image_data(self, ifd: _Ifd, compression: int | None) -> None:
         r = self.r

@@ -170,6 +170,17 @@ def _jpeg_clean(buf: bytes, a: int, b: int) -> None:
     _fail("embedded JPEG stream has too many segments")
 
 
+def _curve_fits(tag: int, count: int, photometric: int | None, bits: int) -> bool:
+    """ColorMap only in palette images, GrayResponseCurve only in greyscale ones, each
+    (and TransferFunction) with exactly the table size 2^BitsPerSample gives it."""
+    size = 2 ** min(bits, 16)
+    if tag == 320:
+        return photometric == 3 and count == 3 * size
+    if tag == 291:
+        return photometric in (0, 1) and count == size
+    return count in (size, 3 * size)
+
+
 def verify(clean: bytes, options: ScrubOptions) -> None:
     v = _View(clean)
     covered: list[tuple[int, int]] = [(0, v.head)]
@@ -193,6 +204,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         covered.append((at, at + table_len))
         comp = _ints(v, tags[259])[0] if 259 in tags else 1
         spp = _ints(v, tags[277])[0] if 277 in tags else 1
+        photometric = _ints(v, tags[262])[0] if 262 in tags else None
+        bits = _ints(v, tags[258])[0] if 258 in tags else 1
         for tag, (typ, cnt, where, nbytes) in tags.items():
             allowed = tag in _RENDERING
             if tag == 274:
@@ -204,6 +217,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
                     _icc.check(bytes(clean[where:where + nbytes]), "TIFF ICC tag")
             elif 512 <= tag <= 521:
                 allowed = comp == 6
+            elif tag in (291, 301, 320):
+                allowed = _curve_fits(tag, cnt, photometric, bits)
             if not allowed:
                 _fail(f"tag {tag} is not a rendering tag")
             if cnt > _LIMITS.get(tag, 1) and not (tag in _SAMPLE_WISE and cnt <= spp):
