@@ -19,12 +19,7 @@ SEED = 20261205
 EXECS = 30_000
 
 KNOWN_OPEN: tuple[str, ...] = (
-    ":image-unseen:TIFF",  # TIFF with unknown IFD entries not found inside a body (fuzz-findings C1b)
-    ":image-unseen:JPEG",  # JPEG whose first segment is FFF0..FFFD/FFDF not found inside a body (C4)
-)
-    ":image-unseen:TIFF", ":image-unseen:JPEG",  # carrier plausibility stricter than the engine (C1)
-    ":image-unseen:JXL", ":image-unseen:BMP",  # base64 JXL/BMP missed by the residual search (C3)
-    ":engine-kept:JXL:jxl", ":engine-kept:AVIF:ftyp",  # E2 seen through a carrier
+    ":AVIF:pitm", ":HEIC:pitm", ":HEIF:pitm",  # oversized pitm kept verbatim (fuzz-findings E5)
 )
 
 
