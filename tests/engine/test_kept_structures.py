@@ -1132,3 +1132,12 @@ def test_tiff_palette_image_keeps_its_colour_map_and_a_misfit_one_is_refused() -
     bad = b.done(b.ifd(sorted(page + [(320, 3, [0] * 300)], key=lambda e: e[0])))
     with pytest.raises(ScrubError, match="ColorMap"):
         scrub(bad)
+
+
+def test_tiff_old_style_jpeg_data_must_be_a_jpeg() -> None:
+    """Fuzz finding E6: JPEGInterchangeFormat pointing at an XMP packet kept it verbatim."""
+    data = (REGRESSIONS / "E6-tiff-ojpeg-not-a-jpeg.tif").read_bytes()
+    with pytest.raises(ScrubError, match="not a JPEG"):
+        scrub(data)
+    with pytest.raises(ScrubError):
+        tiff_verify.verify(data, ScrubOptions())

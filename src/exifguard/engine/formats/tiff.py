@@ -419,6 +419,10 @@ class _Scrubber:
             length = r.uints(by_tag[514], "JPEGInterchangeFormatLength")[0] if 514 in by_tag else 0
             if length == 0 or start + length > r.n:
                 raise ScrubError(f"TIFF: {ifd.kind} old-style JPEG stream lies outside the file")
+            if r.data[start:start + 3] != b"\xff\xd8\xff":
+                # kept as a JPEG stream only when it is one (its segments are then cleaned);
+                # anything else there (an XMP packet, say) would travel verbatim
+                raise ScrubError(f"TIFF: {ifd.kind} old-style JPEG stream is not a JPEG")
             self.keep.append((start, start + length))
             self.pixels.append((start, start + length))
             self.jpeg_spans.append((start, start + length))

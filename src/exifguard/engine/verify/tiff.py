@@ -246,6 +246,8 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
             for o, ln in zip(offs, lens):
                 if o + ln > len(clean):
                     _fail("image data outside the file")
+                if o_tag == 513 and clean[o:o + 3] != b"\xff\xd8\xff":
+                    _fail("old-style JPEG interchange data is not a JPEG stream")
                 if ln:
                     covered.append((o, o + ln))
                     pixels = True
