@@ -103,7 +103,7 @@ def _rewrite(method: str, url: str, headers_in: Sequence[tuple[str, str]] | Mapp
                                              "body", (0, len(body))))
         return RequestRewrite(body, {}, tuple(ctx.findings), (), body)
 
-    chunk = declared.chunk_info(headers, len(body))
+    chunk = declared.chunk_info(headers, len(body), url)
     tracker = options.uploads
     if chunk.offset > 0:
         began = tracker.lookup(url) if tracker is not None else None
