@@ -200,3 +200,13 @@ def test_malloc_trim_is_available_or_a_no_op():
 
 def test_default_workers_is_at_least_two():
     assert workers.default_workers() >= 2
+
+
+def test_tune_malloc_fixes_the_thresholds_once():
+    """glibc's dynamic mmap threshold moved 5 MB bodies into arenas that never shrink; the
+    tuning turns it off (True on glibc, a harmless False elsewhere; idempotent)."""
+    first = workers.tune_malloc()
+    assert workers.tune_malloc() is first
+    import sys
+    if sys.platform.startswith("linux") and workers._MALLOPT is not None:
+        assert first is True

@@ -56,7 +56,7 @@ from .audit import AuditLog, ImageRecord, strip_query
 from .hosts import HostSet, Match, normalise_host
 from .logline import escape, image_line
 from .policy import Action, Mode, OnError, Outcome
-from .workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed
+from .workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed, tune_malloc
 
 log = logging.getLogger("exifguard")
 
@@ -263,6 +263,7 @@ class Exifguard:
 
     # ---- options -------------------------------------------------------------------
     def load(self, loader: Any) -> None:
+        tune_malloc()  # process-wide, once: large bodies go back to the system when freed
         loader.add_option("exifguard_hosts", Sequence[str], [],
                           "Extra hosts whose uploads exifguard cleans (example.com or *.example.com). "
                           "Add them to allow_hosts too (exifguard run does this).")

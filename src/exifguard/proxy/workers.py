@@ -14,8 +14,10 @@ Why each bound exists:
     the bound on concurrent inspections holds even when inspections overrun.
   * **memory return**: CPython hands freed memory to glibc's malloc, which keeps it in
     its arenas (one per thread, up to 8 per core), so the process's resident memory
-    stayed at its peak after a burst of uploads.  `malloc_trim(0)` gives free pages back;
-    it is called once a burst of large inspections is over (debounced, in a thread).
+    stayed near its peak after a burst of uploads.  `tune_malloc` makes large blocks
+    go back to the system when freed (see there why), and `malloc_trim(0)` gives back
+    free pages left in the arenas once a burst of large inspections is over (debounced,
+    in a thread).
 
 All state lives on the event loop thread; worker threads only report back through
 `loop.call_soon_threadsafe`.  No mitmproxy imports (unit-testable on its own).
@@ -96,20 +98,51 @@ class _Failure:
 
 # ---- memory return -------------------------------------------------------------------
 
-def _load_malloc_trim() -> Callable[[int], int] | None:
+def _libc_fn(name: str, argtypes: list[Any]) -> Any:
     if not sys.platform.startswith("linux"):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim  # glibc only (musl has none)
+        fn = getattr(libc, name)  # glibc only (musl has neither malloc_trim nor these mallopt knobs)
     except (OSError, AttributeError):
         return None
-    fn.argtypes = [ctypes.c_size_t]
+    fn.argtypes = argtypes
     fn.restype = ctypes.c_int
     return fn
 
 
-_MALLOC_TRIM = _load_malloc_trim()
+_MALLOC_TRIM = _libc_fn("malloc_trim", [ctypes.c_size_t])
+_MALLOPT = _libc_fn("mallopt", [ctypes.c_int, ctypes.c_int])
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 1024 * 1024
+TRIM_THRESHOLD = 4 * 1024 * 1024
+_tuned = False
+
+
+def tune_malloc() -> bool:
+    """Make glibc give large buffers back as soon as they are freed (once per process).
+
+    Why malloc_trim alone is not enough (measured): glibc raises its mmap threshold
+    each time a large mmapped block is freed (up to 32 MiB) and its trim threshold to
+    twice that, so after the first 5 MB upload, bodies come from the per-thread arenas;
+    a freed body then merges into an arena's top chunk, which only `free` may shrink
+    (above the trim threshold) and `malloc_trim` never touches outside the main arena.
+    With 16 arenas that kept hundreds of MB resident after a burst.  Fixing the two
+    thresholds turns the adjustment off: blocks of 1 MiB and more are mmapped and
+    unmapped on free, and arenas give back more than 4 MiB of free top.
+    """
+    global _tuned
+    if _tuned:
+        return True
+    if _MALLOPT is None:
+        return False
+    try:
+        ok = bool(_MALLOPT(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(_MALLOPT(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    except Exception:  # noqa: BLE001 - an optimisation must never break the proxy
+        return False
+    _tuned = ok
+    return ok
 
 
 def malloc_trim() -> bool:
@@ -317,4 +350,4 @@ class InspectionPool(Generic[T]):
 
 
 __all__ = ["Busy", "InspectionPool", "InspectionTimeout", "PoolStats", "WorkerFailed", "default_workers",
-           "malloc_trim"]
+           "malloc_trim", "tune_malloc"]
