@@ -174,3 +174,72 @@ def test_fsync_only_when_an_existing_file_is_replaced(photo: Path, tmp_path: Pat
     assert len(synced) == 1
     assert main(["scrub", "-q", "--in-place", str(photo)]) == 0
     assert len(synced) == 2
+
+
+# ---- rough edges of the first hour (issue 12) ----------------------------------------------
+def test_scrub_one_file_into_a_folder_named_with_a_trailing_slash(photo: Path, tmp_path: Path) -> None:
+    outdir = tmp_path / "cleaned"
+    assert main(["scrub", str(photo), "-o", str(outdir) + os.sep]) == 0
+    assert outdir.is_dir(), "a trailing slash means a folder, not a file named 'cleaned'"
+    assert canary.find((outdir / photo.name).read_bytes(), MARKER.encode()) == []
+    # and the next run with two inputs into the same folder works
+    other = tmp_path / "second.jpg"
+    other.write_bytes(_photo())
+    assert main(["scrub", str(photo), str(other), "-o", str(outdir)]) == 0
+    assert sorted(p.name for p in outdir.iterdir()) == sorted([photo.name, other.name])
+
+
+def test_scrub_one_file_into_an_existing_folder(photo: Path, tmp_path: Path) -> None:
+    outdir = tmp_path / "existing"
+    outdir.mkdir()
+    assert main(["scrub", str(photo), "-o", str(outdir)]) == 0
+    assert (outdir / photo.name).is_file()
+
+
+def test_scrub_into_a_missing_folder_names_the_folder_not_the_input(photo: Path, tmp_path: Path,
+                                                                    capsys) -> None:
+    dest = tmp_path / "missing" / "clean.jpg"
+    assert main(["scrub", str(photo), "-o", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert "output folder" in err and "missing" in err and "does not exist" in err
+    assert photo.name not in err, "the input is fine: do not blame it"
+    assert not dest.parent.exists()
+
+
+def test_clean_copy_has_the_input_mode_bits(photo: Path, tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        os.chmod(photo, 0o644)
+        out = tmp_path / "clean.jpg"
+        assert main(["scrub", str(photo), "-o", str(out)]) == 0
+        assert stat.S_IMODE(out.stat().st_mode) == 0o644
+        outdir = tmp_path / "dir"
+        os.chmod(photo, 0o640)
+        assert main(["scrub", str(photo), "-o", str(outdir) + "/"]) == 0
+        assert stat.S_IMODE((outdir / photo.name).stat().st_mode) == 0o640
+    finally:
+        os.umask(old)
+
+
+def test_inspect_does_not_list_a_kept_orientation_as_removed(photo: Path, tmp_path: Path, capsys) -> None:
+    png = tmp_path / "o.png"
+    exif = Image.Exif()
+    exif[0x010F] = MARKER
+    exif[0x0112] = 6
+    Image.new("RGB", (8, 8)).save(png, exif=exif.tobytes())
+    assert main(["inspect", str(photo), str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "kept: orientation" in out
+    assert "Orientation" not in out, out  # removed lines use tag names; kept says "orientation"
+    assert main(["inspect", "--json", str(photo), str(png)]) == 0
+    for doc in json.loads(capsys.readouterr().out):
+        assert all("Orientation" not in r["tags"] for r in doc["removed"]), doc
+        assert any(r["tags"] for r in doc["removed"])
+
+
+def test_scrub_no_orientation_still_reports_orientation_removed(photo: Path) -> None:
+    from exifguard.cli.files import as_reported
+    from exifguard.engine import ScrubOptions, scrub
+    r = as_reported(scrub(photo.read_bytes(), options=ScrubOptions(keep_orientation=False)))
+    assert "orientation" not in [k.what for k in r.kept]
+    assert "Orientation" in r.tags  # really removed: still listed

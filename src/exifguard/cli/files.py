@@ -14,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from ..engine import ScrubError, ScrubOptions, ScrubResult, scrub
@@ -46,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     s.add_argument("files", nargs="+", metavar="FILE")
     dest = s.add_mutually_exclusive_group(required=True)
     dest.add_argument("-o", "--output", metavar="OUT",
-                      help="output file (one input) or directory (several inputs; created if missing)")
+                      help="output file (one input), or folder: several inputs, an existing folder, or a "
+                           "name ending in / (created if missing)")
     dest.add_argument("--in-place", action="store_true", help="replace each file with its clean version")
     s.add_argument("--compact", action="store_true",
                    help="drop removed structures instead of padding them (smaller, length changes)")
@@ -69,6 +72,28 @@ def _human_size(n: int) -> str:
             return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
         n /= 1000  # type: ignore[assignment]
     return f"{n}"
+
+
+#: tag names the engine lists inside a removed EXIF block although the clean copy keeps
+#: them (rewritten into a fresh minimal block), by the `Kept.what` that keeps them
+_REWRITTEN_TAGS = {"orientation": ("Orientation",)}
+
+
+def as_reported(result: ScrubResult) -> ScrubResult:
+    """The result as `inspect` shows it: a tag that is kept is not also listed as removed.
+
+    Why: the JPEG and PNG walkers neutralise the whole EXIF block and write a minimal
+    one holding only Orientation, and they list every tag of the old block as removed,
+    Orientation included, so `inspect` said "Orientation" under removed *and*
+    "kept: orientation".  With --no-orientation nothing is kept and it stays listed.
+    """
+    kept = {name for k in result.kept for name in _REWRITTEN_TAGS.get(k.what, ())}
+    if not kept:
+        return result
+    removed = tuple(replace(r, tags=tuple(t for t in r.tags if t not in kept),
+                            values=tuple(v for v in r.values if v[0] not in kept))
+                    for r in result.removed)
+    return replace(result, removed=removed)
 
 
 def describe(result: ScrubResult, *, show_values: bool = False) -> list[str]:
@@ -133,7 +158,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     docs = []
     for name in args.files:
         try:
-            result = scrub(_read(Path(name), opts.max_input_bytes), options=opts)
+            result = as_reported(scrub(_read(Path(name), opts.max_input_bytes), options=opts))
         except (ScrubError, OSError) as exc:
             failed += 1
             msg = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -185,6 +210,17 @@ def _atomic_write(dest: Path, data: bytes, mode: int | None, *, durable: bool) -
         raise
 
 
+def _is_folder_arg(arg: str, out: Path) -> bool:
+    """Does `-o` name a folder?  An existing directory, or a name ending in a separator.
+
+    Why the separator counts: `scrub one.jpg -o cleaned/` used to write a *file* named
+    `cleaned` (and the next run with two inputs then failed on it); the trailing slash
+    is how people say "a folder" on the command line (cp, rsync).
+    """
+    seps = (os.sep, os.altsep) if os.altsep else (os.sep,)
+    return out.is_dir() or arg.endswith(seps)
+
+
 def _targets(args: argparse.Namespace) -> list[tuple[str, Path]] | str:
     """Pair every input with its output path, or return a usage error message."""
     inputs = list(args.files)
@@ -193,13 +229,23 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, Path]] | str:
         # the file it points to while reporting the file as cleaned
         return [(n, Path(n).resolve()) for n in inputs]
     out = Path(args.output)
-    if len(inputs) == 1 and not out.is_dir():
+    folder = _is_folder_arg(args.output, out)
+    if len(inputs) == 1 and not folder:
         if out.resolve() == Path(inputs[0]).resolve():
             return "output is the input file; use --in-place to replace it"
+        parent = out.parent
+        if not parent.is_dir():
+            # checked here, once: the write would fail with ENOENT, which reads as if
+            # the *input* were missing
+            return (f"cannot write {out}: the output folder {parent}{os.sep} does not exist "
+                    f"(create it first: mkdir -p {shlex.quote(str(parent))})")
         return [(inputs[0], out)]
     if out.exists() and not out.is_dir():
         return f"{out} is a file; with several inputs -o must name a directory"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create the output folder {out}: {exc.strerror or exc}"
     pairs: list[tuple[str, Path]] = []
     seen: set[str] = set()
     for n in inputs:
@@ -209,6 +255,17 @@ def _targets(args: argparse.Namespace) -> list[tuple[str, Path]] | str:
         seen.add(base)
         pairs.append((n, out / base))
     return pairs
+
+
+def _new_file_mode(src_mode: int) -> int:
+    """A clean copy's permission bits: the input's, less the umask (as `cp` does).
+
+    Why: the temporary file the copy is written through is created 0600, so a 0644
+    photo used to come out 0600 and a web server or a second user could not read it.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return src_mode & 0o777 & ~mask
 
 
 def cmd_scrub(args: argparse.Namespace) -> int:
@@ -223,7 +280,8 @@ def cmd_scrub(args: argparse.Namespace) -> int:
         try:
             data = _read(src, opts.max_input_bytes)
             result = scrub(data, options=opts)
-            mode = src.stat().st_mode & 0o777 if args.in_place else None
+            src_mode = src.stat().st_mode
+            mode = src_mode & 0o777 if args.in_place else _new_file_mode(src_mode)
             _atomic_write(dest, result.data, mode, durable=args.in_place or dest.exists())
         except (ScrubError, OSError) as exc:
             failed += 1
