@@ -1141,3 +1141,35 @@ def test_tiff_old_style_jpeg_data_must_be_a_jpeg() -> None:
         scrub(data)
     with pytest.raises(ScrubError):
         tiff_verify.verify(data, ScrubOptions())
+
+
+# -- HEIF meta boxes hold their fields and nothing after them (fuzz finding E5) ------------------
+
+def test_heif_meta_boxes_hold_nothing_after_their_fields() -> None:
+    url = heifb.full(b"url ", 0, 0, b"file:///home/jane/" + CANARY + b"\0")
+    dinf = heifb.box(b"dinf", heifb.full(b"dref", 0, 0, struct.pack(">I", 1) + url))
+    grpl = heifb.box(b"grpl", heifb.full(b"altr", 0, 0, struct.pack(">III", 100, 1, 1) + CANARY))
+    data = heifb.build_heif(extra_meta=dinf + grpl)
+    old_pitm = heifb.full(b"pitm", 0, 0, struct.pack(">H", 1))
+    new_pitm = heifb.full(b"pitm", 0, 0, struct.pack(">H", 1) + CANARY)
+    assert old_pitm in data
+    data = _grow_boxes(data.replace(old_pitm, new_pitm), [b"meta"], len(new_pitm) - len(old_pitm))
+    res = scrub(data)
+    assert canary.find(res.data, CANARY) == [] and len(res.data) == len(data)
+    carriers = {r.carrier for r in res.removed}
+    assert {"HEIF pitm extra data", "HEIF data reference url  extra data",
+            "HEIF entity group altr extra data"} <= carriers
+    assert scrub(res.data).data == res.data
+    heif_verify.verify(res.data, ScrubOptions())
+    with pytest.raises(ScrubError, match="after|location"):
+        heif_verify.verify(data.replace(b"Handler\0", bytes(8)), ScrubOptions())
+
+
+def test_heif_pitm_swallowing_the_rest_of_meta_is_cleaned_or_refused() -> None:
+    data = (REGRESSIONS / "E5-avif-pitm-oversized.avif").read_bytes()
+    try:
+        res = scrub(data)
+    except ScrubError:
+        return
+    assert canary.find(res.data, b"EGFUZZCANARY31415") == []
+    heif_verify.verify(res.data, ScrubOptions())

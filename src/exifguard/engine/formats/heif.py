@@ -221,10 +221,18 @@ def _meta(w: _Walk, meta: Box) -> None:
     hr.u32()
     if hr.fourcc() != b"pict":
         raise ScrubError("HEIF: meta handler is not 'pict' (not a HEIF image)")
-    name_at = hr.pos + 12
-    if name_at < hdlr.end:  # the handler name is free text no reader needs
-        w.out[name_at:hdlr.end] = bytes(hdlr.end - name_at)
+    # pre_defined and reserved are zero by definition and the handler name is free text
+    # no reader needs: all of it becomes zeros, only the handler type stays
+    w.out[hdlr.body + 4:hdlr.body + 8] = bytes(4)
+    if hr.pos < hdlr.end:
+        w.out[hr.pos:hdlr.end] = bytes(hdlr.end - hr.pos)
     w.idat = children.get(b"idat")
+    if b"pitm" in children:
+        _pitm(w, children[b"pitm"])
+    if b"dinf" in children:
+        _dinf(w, children[b"dinf"])
+    if b"grpl" in children:
+        _grpl(w, children[b"grpl"])
 
     items = _iinf(w, children[b"iinf"]) if b"iinf" in children else {}
     locs = _iloc(w, children[b"iloc"]) if b"iloc" in children else {}
@@ -233,6 +241,47 @@ def _meta(w: _Walk, meta: Box) -> None:
     if b"iprp" in children:
         _iprp(w, children[b"iprp"])
     _clean_items(w, items, locs)
+
+
+def _zero_tail(w: _Walk, start: int, end: int, what: str) -> None:
+    """Bytes after a kept box's last field are read by no decoder: they become zeros."""
+    if start < end and not all_zero(w.data, start, end):
+        w.findings.remove(f"HEIF {what} extra data", start, end - start)
+        w.out[start:end] = bytes(end - start)
+
+
+def _pitm(w: _Walk, pitm: Box) -> None:
+    r = Reader(w.data, pitm.body, pitm.end, FMT, "pitm")
+    version, _ = r.full_header()
+    r.uint(2 if version == 0 else 4)
+    _zero_tail(w, r.pos, pitm.end, "pitm")
+
+
+def _dinf(w: _Walk, dinf: Box) -> None:
+    """Data references: only `dref` with `url `/`urn ` entries, and no location text
+    (a self-contained entry has none; a location would name another file)."""
+    for box in iter_boxes(w.data, dinf.body, dinf.end, w.budget):
+        if box.type != b"dref":
+            _blank_box(w, box)
+            continue
+        r = Reader(w.data, box.body, box.end, FMT, "dref")
+        r.full_header()
+        r.u32()
+        for entry in iter_boxes(w.data, r.pos, box.end, w.budget):
+            _zero_tail(w, min(entry.body + 4, entry.end), entry.end, f"data reference {entry.name}")
+
+
+def _grpl(w: _Walk, grpl: Box) -> None:
+    """Entity groups: group id, entity count and entity ids; nothing after them."""
+    for box in iter_boxes(w.data, grpl.body, grpl.end, w.budget):
+        r = Reader(w.data, box.body, box.end, FMT, "grpl")
+        r.full_header()
+        r.u32()
+        n = r.u32()
+        r.require_count(n, 4)
+        w.budget.spend(n)
+        r.pos += 4 * n
+        _zero_tail(w, r.pos, box.end, f"entity group {box.name}")
 
 
 def _iinf(w: _Walk, iinf: Box) -> dict[int, _Item]:
@@ -333,6 +382,7 @@ def _iloc(w: _Walk, iloc: Box) -> dict[int, _Loc]:
         if item_id in locs:
             raise ScrubError("HEIF: two iloc entries share one item ID")
         locs[item_id] = loc
+    _zero_tail(w, r.pos, iloc.end, "iloc")
     return locs
 
 
@@ -363,6 +413,7 @@ def _iref(w: _Walk, iref: Box) -> None:
                 raise ScrubError("HEIF: an item references itself (iref loop)")
             edges.setdefault(src, []).append(dst)
             indegree[dst] = indegree.get(dst, 0) + 1
+        _zero_tail(w, rr.pos, box.end, f"item reference {box.name}")
     ready = [node for node, deg in indegree.items() if deg == 0]
     done = 0
     while ready:
@@ -478,6 +529,7 @@ def _ipma(w: _Walk, ipma: Box) -> list[tuple[int, list[int]]]:
         r.require_count(n, 2 if wide else 1)
         # each association: essential bit, then a 7- or 15-bit property index
         links.append((item, [r.uint(2 if wide else 1) & (0x7FFF if wide else 0x7F) for _ in range(n)]))
+    _zero_tail(w, r.pos, ipma.end, "ipma")
     return links
 
 

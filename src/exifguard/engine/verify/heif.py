@@ -4,7 +4,9 @@ Passes only when:
 * the top level holds ftyp (first), one meta, mdat, and free/skip boxes with zero
   payloads, followed by nothing but zeros;
 * meta holds only the structural boxes, the handler is `pict` with a blank name;
-* item entries carry no name (spaces only) and nothing after their fields;
+* item entries carry no name (spaces only) and nothing after their fields; pitm, iloc,
+  ipma, item references, data references and entity groups hold nothing after their
+  fields (and no data reference names a location);
 * every item property is one a renderer needs (ICC only with keep_icc, and only as a
   well-formed ICC profile);
 * every item is a coded/derived image, or an Exif item holding exactly an empty TIFF
@@ -87,6 +89,10 @@ def verify(clean: bytes, options: ScrubOptions) -> None:
         raise ScrubError("meta handler is not 'pict'")
     if not all_zero(buf, min(hdlr.payload + 24, hdlr.end), hdlr.end):
         raise ScrubError("handler name not blank")
+    if not all_zero(buf, hdlr.payload + 4, min(hdlr.payload + 8, hdlr.end)) \
+            or not all_zero(buf, min(hdlr.payload + 12, hdlr.end), hdlr.end):
+        raise ScrubError("handler pre_defined or reserved fields are not zero")
+    _nothing_after_fields(buf, kids, counter)
     if b"iprp" in kids:
         _check_properties(buf, kids[b"iprp"], counter, options)
     types, encoded = _item_types(buf, kids.get(b"iinf"), counter)
@@ -203,12 +209,49 @@ def _associations(buf: bytes, ipma: B, counter: Counter) -> list[set[int]]:
         mask = 0x7FFF if wide else 0x7F
         out.append({u(buf, q + k * step, step, end) & mask for k in range(n)})
         q += n * step
+    if not all_zero(buf, min(q, end), end):
+        raise ScrubError("ipma holds bytes after its associations")
     return out
 
 
 def _cstr_end(buf: bytes, at: int, end: int) -> int:
     k = buf.find(b"\0", at, end)
     return end if k < 0 else k + 1
+
+
+def _nothing_after_fields(buf: bytes, kids: dict[bytes, B], counter: Counter) -> None:
+    """pitm, iref entries, dref entries and entity groups hold their fields and then only
+    zeros (iloc and ipma are checked where they are read)."""
+    pitm = kids.get(b"pitm")
+    if pitm is not None:
+        used = 4 + (2 if buf[pitm.payload] == 0 else 4)
+        if not all_zero(buf, min(pitm.payload + used, pitm.end), pitm.end):
+            raise ScrubError("pitm holds bytes after the primary item ID")
+    iref = kids.get(b"iref")
+    if iref is not None:
+        idlen = 2 if buf[iref.payload] == 0 else 4
+        for ref in walk(buf, iref.payload + 4, iref.end, counter):
+            n = u(buf, ref.payload + idlen, 2, ref.end)
+            if not all_zero(buf, min(ref.payload + idlen + 2 + n * idlen, ref.end), ref.end):
+                raise ScrubError("an item reference holds bytes after its IDs")
+    dinf = kids.get(b"dinf")
+    if dinf is not None:
+        for box in walk(buf, dinf.payload, dinf.end, counter):
+            if box.kind in (b"free", b"skip"):
+                _padding_ok(buf, box)
+                continue
+            if box.kind != b"dref":
+                raise ScrubError("dinf holds something other than a dref")
+            for entry in walk(buf, box.payload + 8, box.end, counter):
+                if not all_zero(buf, min(entry.payload + 4, entry.end), entry.end):
+                    raise ScrubError("a data reference names a location")
+    grpl = kids.get(b"grpl")
+    if grpl is not None:
+        for group in walk(buf, grpl.payload, grpl.end, counter):
+            n = u(buf, group.payload + 8, 4, group.end)
+            counter.tick(n)
+            if not all_zero(buf, min(group.payload + 12 + 4 * n, group.end), group.end):
+                raise ScrubError("an entity group holds bytes after its entity IDs")
 
 
 def _blank_text(buf: bytes, a: int, b: int) -> None:
@@ -317,4 +360,6 @@ def _item_extents(buf: bytes, iloc: B | None, idat: B | None,
                 raise ScrubError("an item extent points outside the file")
             spans.append((a, b))
         out[item_id] = spans
+    if not all_zero(buf, min(q, end), end):
+        raise ScrubError("iloc holds bytes after its entries")
     return out
