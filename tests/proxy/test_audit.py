@@ -103,3 +103,19 @@ def test_helpers():
     assert human_size(999) == "999 bytes" and human_size(1500) == "1.5 KB"
     assert escape("a\u2028b\x00") == "a\\u2028b\\x00"
     assert describe_removed([Removal("COM", 0, 5, (), frozenset({Category.TEXT}))]) == "text (COM)"
+
+
+def test_report_says_selftest_uploads_are_not_counted(tmp_path):
+    """Before: right after `exifguard selftest`, report said "0 image(s)" and nothing else."""
+    p = tmp_path / "a.jsonl"
+    log = AuditLog(p)
+    log.write(record(request_id="s1", selftest=True))
+    log.write(record(request_id="s2", selftest=True))
+    log.close()
+    s = summarise(read_records(p))
+    assert s["images"] == 0 and s["selftest_uploads_not_counted"] == 2
+    text = format_summary(s)
+    assert "2 selftest upload(s) not counted; --include-selftest counts them" in text
+    s = summarise(read_records(p), include_selftest=True)
+    assert s["images"] == 2 and s["selftest_uploads_not_counted"] == 0
+    assert "selftest" not in format_summary(s)

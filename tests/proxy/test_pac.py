@@ -81,3 +81,32 @@ def test_data_url_carries_the_same_pac() -> None:
     prefix = "data:application/x-ns-proxy-autoconfig;base64,"
     assert url.startswith(prefix)
     assert base64.b64decode(url[len(prefix):]).decode() == text
+
+
+def test_head_is_answered_like_get_without_a_body():
+    """Before: http.server answered HEAD /proxy.pac with 501 Unsupported method."""
+    import http.client
+    text = pac.pac_text(HostSet.build())
+    srv, url = pac.serve(text)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+        conn.request("HEAD", pac.PAC_PATH)
+        r = conn.getresponse()
+        assert r.status == 200
+        assert r.getheader("content-type") == pac.PAC_TYPE
+        assert int(r.getheader("content-length")) == len(text.encode())
+        assert r.read() == b""
+        conn.request("HEAD", "/elsewhere")
+        r = conn.getresponse()
+        assert r.status == 404
+        r.read()
+        conn.close()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_ipv6_proxy_in_the_pac_is_bracketed():
+    for given in ("::1:8089", "[::1]:8089"):
+        res = evaluate(pac.pac_text(HostSet.build(), given), ["claude.ai", "example.com"])
+        assert res == {"claude.ai": "PROXY [::1]:8089", "example.com": "DIRECT"}

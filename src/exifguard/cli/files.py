@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p = sub.add_parser("inspect", help="show what metadata would be removed (names, not values)",
                        description="Show, per file, which metadata exifguard would remove and what it "
                                    "keeps. Values are private and hidden unless --show-values.")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="image files (any format exifguard reads)")
     p.add_argument("--json", action="store_true", help="machine-readable output, one JSON document")
     p.add_argument("--show-values", action="store_true",
                    help="also print the metadata values (private data; control characters escaped)")
@@ -45,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     s = sub.add_parser("scrub", help="write clean copies of image files",
                        description="Write copies without metadata. Pixels are never re-encoded; by "
                                    "default the output keeps the input's exact byte length.")
-    s.add_argument("files", nargs="+", metavar="FILE")
+    s.add_argument("files", nargs="+", metavar="FILE", help="image files to clean (never modified without "
+                   "--in-place)")
     dest = s.add_mutually_exclusive_group(required=True)
     dest.add_argument("-o", "--output", metavar="OUT",
                       help="output file (one input), or folder: several inputs, an existing folder, or a "

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .run import AUDIT_NAME, PAC_NAME, RUN_STATE  # noqa: F401 - re-exported
 
+DEFAULT_PROXY = "127.0.0.1:8080"
+
 
 # ---- locations --------------------------------------------------------------------------
 from .locations import command_prefix, default_certs_dir, repo_root  # noqa: E402,F401 - re-exported
@@ -132,8 +134,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---- cert -------------------------------------------------------------------------------
+CERT_ACTIONS = {
+    "install": "trust the CA in the browsers' stores (creates it first if needed)",
+    "uninstall": "remove it from those stores again",
+    "create": "make the CA without installing it",
+    "reissue": "replace the installed CA with one covering the current host list",
+    "path": "print where the CA certificate is",
+}
+
+
 def cmd_cert(args: argparse.Namespace) -> int:
     from ..proxy import ca, install
+    if args.action is None:
+        # argparse's own "the following arguments are required: action" does not say
+        # what the actions are or which one a person most likely wants
+        width = max(map(len, CERT_ACTIONS))
+        lines = "\n".join(f"  {command_prefix()} cert {a:<{width}}  {why}" for a, why in CERT_ACTIONS.items())
+        print(f"exifguard cert: say what to do with exifguard's CA certificate:\n{lines}\n"
+              f"Add --dry-run to see the commands first; --help for all options.", file=sys.stderr)
+        return 2
     certs = _certs(args)
     hosts = _hosts(args, certs)
     if args.action == "reissue":
@@ -174,17 +193,46 @@ def cmd_cert(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"exifguard: {exc}", file=sys.stderr)
         return 2
+    if args.action == "uninstall" and target == "system" and not install.system_installed():
+        print("exifguard: the exifguard CA is not in the system store: nothing was installed, nothing "
+              "to remove.")
+        return 0
     if args.dry_run:
         print(f"# exifguard cert {args.action} ({target}): commands that would run")
-    rc = install.run_steps(steps, dry_run=args.dry_run)
+    failed: list[install.Step] = []
+    rc = install.run_steps(steps, dry_run=args.dry_run, failed=failed)
     if rc == 0 and not args.dry_run:
-        print(f"exifguard: CA {'installed' if args.action == 'install' else 'removed'} ({target}); "
-              "restart the browser.")
+        if args.action == "install":
+            print(f"exifguard: CA installed ({target}); restart the browser.")
+        else:
+            print(_uninstalled(target, steps, failed))
     if target in ("nss", "auto") and sys.platform.startswith("linux") and args.action == "install" \
             and not args.nssdb:
         print(f"# curl/Python/OpenSSL use the system store instead: {command_prefix()} cert install "
               f"--target system{_certs_opt(args, certs)}")
     return rc
+
+
+def _uninstalled(target: str, steps: list, failed: list) -> str:
+    """What `cert uninstall` did: "removed" only where a CA was actually removed.
+
+    Why: the removal steps may fail when there is nothing to remove (certutil -D of an
+    unknown nickname), and the command used to say "CA removed" all the same.
+    """
+    def where(step) -> str:
+        argv = list(step.argv)
+        if "-d" in argv and argv.index("-d") + 1 < len(argv):
+            return argv[argv.index("-d") + 1].removeprefix("sql:")
+        return target
+    removals = [s for s in steps if s.may_fail]  # the certutil/security deletions
+    missing = [where(s) for s in failed]
+    if removals and len(failed) == len(removals):
+        return (f"exifguard: the exifguard CA was not installed ({target}: {', '.join(missing)}); "
+                "nothing was removed.")
+    msg = f"exifguard: CA removed ({target}); restart the browser."
+    if missing:
+        msg += f"\n  (it was not installed in: {', '.join(missing)})"
+    return msg
 
 
 def _reissue(args: argparse.Namespace, certs: Path, hosts) -> int:
@@ -297,11 +345,38 @@ def cmd_hosts(args: argparse.Namespace) -> int:
 
 
 # ---- pac --------------------------------------------------------------------------------
+def running_proxy(certs: Path) -> str | None:
+    """The proxy address of the `exifguard run` using this certs folder, if one is running.
+
+    run.json alone is not proof (a run killed with -9 leaves it behind): the run's
+    lock on <certs>/run.lock must also be held.
+    """
+    from . import instance
+    state = certs / RUN_STATE
+    try:
+        proxy = json.loads(state.read_text()).get("proxy")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(proxy, str) or not proxy:
+        return None
+    lock = instance.InstanceLock(certs / instance.LOCK_NAME)
+    try:
+        holder = lock.acquire()
+    except OSError:
+        return None
+    if holder is None:  # we got the lock: nobody is running, run.json is stale
+        lock.release()
+        return None
+    return proxy
+
+
 def cmd_pac(args: argparse.Namespace) -> int:
     from ..proxy import pac
-    hosts = _hosts(args)
+    certs = _certs(args)
+    hosts = _hosts(args, certs)
+    proxy = args.proxy or running_proxy(certs) or DEFAULT_PROXY
     try:
-        text = pac.pac_text(hosts, args.proxy)
+        text = pac.pac_text(hosts, proxy)
     except ValueError as exc:
         print(f"exifguard: {exc}", file=sys.stderr)
         return 2
@@ -325,6 +400,13 @@ def cmd_pac(args: argparse.Namespace) -> int:
     finally:
         from .run import _shutdown_pac
         _shutdown_pac(srv)
+    return 0
+
+
+# ---- addon-path -------------------------------------------------------------------------
+def cmd_addon_path(args: argparse.Namespace) -> int:
+    """The script for `mitmdump -s`, inside the installed package (a wheel has no addons/)."""
+    print(script_path())
     return 0
 
 
@@ -401,15 +483,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                         "exifguard run's; body_size_limit only smaller than 256m)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("cert", help="create, install, uninstall or locate the CA certificate")
-    p.add_argument("action", choices=["create", "install", "reissue", "uninstall", "path"],
-                   help="reissue: remove the installed CA, make one covering the current host table, "
-                        "install it (after an upgrade or --add-host)")
+    p = sub.add_parser("cert", help="create, install, uninstall or locate the CA certificate",
+                       description="exifguard signs the AI services' certificates with its own local CA. "
+                                   "Install it once so the browser trusts exifguard for those hosts only: "
+                                   "the CA is name-constrained to the AI domains, so even a leaked key "
+                                   "cannot impersonate other sites. Close the browser first; --dry-run "
+                                   "prints the exact commands.",
+                       epilog="actions: " + "; ".join(f"{a}: {why}" for a, why in CERT_ACTIONS.items()))
+    p.add_argument("action", nargs="?", choices=list(CERT_ACTIONS), metavar="ACTION",
+                   help="one of: " + ", ".join(CERT_ACTIONS) + " (listed below)")
     _certs_arg(p)
     p.add_argument("--dry-run", action="store_true", help="print the exact commands, run nothing")
     p.add_argument("--target", choices=["auto", "nss", "system", "macos", "windows"], default="auto",
-                   help="trust store (auto: NSS dbs of Chrome/Firefox on Linux, login keychain on "
-                        "macOS, user Root store on Windows)")
+                   help="trust store (auto: NSS dbs of Chrome/Chromium (snap too) and Firefox on Linux, "
+                        "login keychain on macOS, user Root store on Windows; system: the OS store curl, "
+                        "Python and OpenSSL use, needs sudo)")
     p.add_argument("--nssdb", action="append", metavar="DIR",
                    help="install into/remove from this NSS database directory only (repeatable)")
     p.add_argument("--unconstrained", action="store_true",
@@ -428,9 +516,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     _add_host_args(p)
     p.set_defaults(func=cmd_hosts)
 
-    p = sub.add_parser("pac", help="write or serve a PAC file sending only AI hosts to exifguard")
+    p = sub.add_parser("pac", help="write or serve a PAC file sending only AI hosts to exifguard",
+                       description="Print a proxy auto-config (PAC) that sends only the AI upload hosts "
+                                   "to exifguard and everything else direct. There is no DIRECT fallback "
+                                   "for the AI hosts: with exifguard stopped, their uploads fail instead of "
+                                   "leaving uncleaned. The proxy address defaults to the running "
+                                   "`exifguard run` for this --certs folder, else 127.0.0.1:8080.")
     p.add_argument("-o", "--output", metavar="FILE", help="write the PAC here (default: stdout)")
-    p.add_argument("--proxy", default="127.0.0.1:8080", metavar="HOST:PORT")
+    p.add_argument("--proxy", default=None, metavar="HOST:PORT",
+                   help="the exifguard proxy the PAC points to (default: the running proxy's address from "
+                        "<certs>/run.json, else 127.0.0.1:8080; IPv6 as [::1]:PORT)")
+    _certs_arg(p)
     p.add_argument("--serve", nargs="?", type=int, const=8081, default=None, metavar="PORT",
                    help="serve it on http://127.0.0.1:PORT/proxy.pac (default port 8081); keep it "
                         "running: a browser that cannot fetch its PAC goes DIRECT")
@@ -440,14 +536,34 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     _add_host_args(p)
     p.set_defaults(func=cmd_pac)
 
-    p = sub.add_parser("report", help="summarise the audit log")
+    p = sub.add_parser("report", help="summarise the audit log",
+                       description="Summarise the audit log the proxy writes (one record per image: what "
+                                   "was removed, never the values): images cleaned, blocked or passed, per "
+                                   "privacy category and per site. Uploads made by `selftest` are left out "
+                                   "unless --include-selftest.")
     _certs_arg(p)
-    p.add_argument("--audit-log", type=Path, default=None, metavar="PATH")
+    p.add_argument("--audit-log", type=Path, default=None, metavar="PATH",
+                   help="the audit log to read (default: <certs>/audit.jsonl)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--include-selftest", action="store_true", help="count selftest uploads too")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("selftest", help="send a canary photo through the running proxy")
+    p = sub.add_parser("selftest", help="send a canary photo through the running proxy",
+                       description="Prove the running proxy cleans uploads: a small photo full of canary "
+                                   "metadata (GPS, camera, serial number, times, a random marker) is uploaded "
+                                   "to https://claude.ai through the proxy, trusting only exifguard's CA; "
+                                   "the proxy cleans it like any upload and delivers it to a local test "
+                                   "server instead of claude.ai (nothing leaves this computer). Then shows "
+                                   "what was removed and what arrived.")
     _certs_arg(p)
-    p.add_argument("--proxy", default=None, metavar="HOST:PORT", help="default: from the running proxy")
+    p.add_argument("--proxy", default=None, metavar="HOST:PORT",
+                   help="the proxy to test (default: the running proxy's address from <certs>/run.json)")
     p.set_defaults(func=cmd_selftest)
+
+    p = sub.add_parser("addon-path", help="print the path of the script for `mitmdump -s`",
+                       description="Print the absolute path of exifguard's mitmproxy script inside the "
+                                   "installed package, for your own mitmproxy set-up: "
+                                   "mitmdump -s \"$(exifguard addon-path)\". If exifguard cannot be "
+                                   "imported there, the script refuses every request instead of letting "
+                                   "uploads through uncleaned.")
+    p.set_defaults(func=cmd_addon_path)

@@ -235,12 +235,21 @@ def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts: Any, constr
         a += ["--set", f"exifguard_ready_file={ready_file}"]
     if body_size_limit is not None:
         a += ["--set", f"body_size_limit={body_size_limit}"]
+    if not any("termlog_verbosity" in x for x in passthrough):
+        # per-connection lines (client/server connect/disconnect) would bury exifguard's
+        # line per image; an explicit termlog_verbosity after -- brings them back
+        a += ["-s", str(quiet_script_path())]
     if not any("flow_detail" in x for x in passthrough):
         # mitmdump's per-flow lines print request URLs, and upload URLs carry signatures
         # (Azure SAS `sig=`, S3 policies); exifguard's own line per image names host and
         # path only.  `-- --set flow_detail=1` brings mitmdump's lines back.
         a += ["--set", "flow_detail=0"]
     return a + passthrough
+
+
+def quiet_script_path() -> Path:
+    """The `mitmdump -s` script that hides mitmproxy's per-connection lines."""
+    return Path(__file__).resolve().with_name("quiet_connections.py")
 
 
 # ---- the child ----------------------------------------------------------------------------
@@ -571,7 +580,7 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
                 if lock is not None:
                     lock.describe_self(pid=os.getpid(), port=port, certs=str(certs))
             client_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
-            proxy_addr = f"{client_host}:{port}"
+            proxy_addr = pac.hostport(client_host, port)  # [::1]:8080 for IPv6
             text = pac.pac_text(hosts, proxy_addr)
             pac_file = certs / PAC_NAME
             pac_file.write_text(text)

@@ -156,6 +156,9 @@ def read_records(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def summarise(records: list[dict[str, Any]], *, include_selftest: bool = False) -> dict[str, Any]:
     """Numbers for `exifguard report`."""
     recs = [r for r in records if include_selftest or not r.get("selftest")]
+    # said in the report: "0 image(s)" right after a selftest looked like a broken log
+    left_out = {str(r.get("request_id") or id(r)) for r in records
+                if r.get("selftest") and not include_selftest}
     actions = {a: 0 for a in ("stripped", "blocked", "passed", "audit")}
     by_site: dict[str, dict[str, int]] = {}
     by_cat: dict[str, int] = {}
@@ -179,6 +182,7 @@ def summarise(records: list[dict[str, Any]], *, include_selftest: bool = False) 
         "by_category": dict(sorted(by_cat.items(), key=lambda kv: -kv[1])),
         "first": min(times) if times else None,
         "last": max(times) if times else None,
+        "selftest_uploads_not_counted": len(left_out),
     }
 
 
@@ -196,6 +200,9 @@ _CAT_PHRASES = {
 def format_summary(s: dict[str, Any]) -> str:
     lines = [f"exifguard report: {s['images']} image(s) in {s['uploads']} upload(s)"
              + (f", {s['first']} to {s['last']}" if s["first"] else "")]
+    n = s.get("selftest_uploads_not_counted") or 0
+    if n:
+        lines.append(f"  {n} selftest upload(s) not counted; --include-selftest counts them")
     a = s["actions"]
     lines.append(f"  cleaned {a.get('stripped', 0)}, blocked {a.get('blocked', 0)}, "
                  f"passed uncleaned {a.get('passed', 0)}, audited (sent unchanged) {a.get('audit', 0)}")

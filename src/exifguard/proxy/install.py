@@ -4,7 +4,8 @@ Pure command *builders*: each returns `Step`s (argv lists) so `--dry-run` can pr
 exactly what would run, and tests can check them without touching a real store.
 
 Targets:
-  nss      Chrome/Chromium on Linux (sql:$HOME/.pki/nssdb and ~/.local/share/pki/nssdb),
+  nss      Chrome/Chromium on Linux (sql:$HOME/.pki/nssdb, ~/.local/share/pki/nssdb and snap
+           Chromium's ~/snap/chromium/current/.pki/nssdb),
            Firefox profiles (per-profile NSS db), or one db given with --nssdb DIR
   system   Linux system store (Debian/Ubuntu update-ca-certificates, Fedora update-ca-trust);
            needs root; used by curl, OpenSSL and Python, not by Chrome
@@ -39,7 +40,10 @@ class Step:
 
 
 def chrome_nssdbs(home: Path) -> list[Path]:
-    return [home / ".pki" / "nssdb", home / ".local" / "share" / "pki" / "nssdb"]
+    """Chrome/Chromium's NSS databases.  Snap Chromium (Ubuntu's only Chromium) keeps its
+    own under ~/snap/chromium/current: the confined browser cannot read ~/.pki."""
+    return [home / ".pki" / "nssdb", home / ".local" / "share" / "pki" / "nssdb",
+            home / "snap" / "chromium" / "current" / ".pki" / "nssdb"]
 
 
 def firefox_profiles(home: Path) -> list[Path]:
@@ -148,8 +152,18 @@ def plan(action: str, target: str, *, cert: Path, cer: Path, subject: str,
     raise ValueError(f"unknown target {target!r}: use auto, nss, system, macos or windows")
 
 
-def run_steps(steps: list[Step], *, dry_run: bool, out=print) -> int:
-    """Run (or print) the steps; returns a process exit code."""
+def system_installed() -> bool:
+    """Is there an exifguard CA file in the system store (either distro layout)?"""
+    return any(Path(d, SYSTEM_NAME).exists() for d in ("/usr/local/share/ca-certificates",
+                                                       "/etc/pki/ca-trust/source/anchors"))
+
+
+def run_steps(steps: list[Step], *, dry_run: bool, out=print, failed: list[Step] | None = None) -> int:
+    """Run (or print) the steps; returns a process exit code.
+
+    A `may_fail` step that fails does not stop the run; it is appended to `failed`
+    when given, so a caller can tell "removed" from "there was nothing to remove".
+    """
     import subprocess
     for s in steps:
         if dry_run:
@@ -168,4 +182,6 @@ def run_steps(steps: list[Step], *, dry_run: bool, out=print) -> int:
         if proc.returncode != 0 and not s.may_fail:
             out(f"exifguard: failed ({proc.returncode}): {proc.stderr.strip()}")
             return proc.returncode
+        if proc.returncode != 0 and failed is not None:
+            failed.append(s)
     return 0

@@ -31,6 +31,32 @@ def data_url(pac: str) -> str:
     return f"data:{PAC_TYPE};base64," + base64.b64encode(pac.encode()).decode("ascii")
 
 
+def hostport(host: str, port: int | str) -> str:
+    """`host:port` as URLs, PAC files and proxy settings spell it: an IPv6 address in
+    brackets (`[::1]:8080`; `::1:8080` is not an address anyone can parse)."""
+    host = host.strip("[]")
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def normalize_proxy(proxy: str) -> str:
+    """A HOST:PORT given by a person or by run.json, with an IPv6 host bracketed.
+
+    `::1:8080` is read as host `::1`, port 8080 (the last colon separates the port).
+    Raises ValueError for anything that is not HOST:PORT with a numeric port.
+    """
+    if any(c in proxy for c in "\"'\\;\n ") or ":" not in proxy:
+        raise ValueError(f"invalid proxy address {proxy!r}: use HOST:PORT ([::1]:PORT for IPv6)")
+    if proxy.startswith("["):
+        host, sep, port = proxy[1:].partition("]:")
+        if not sep or not host or "]" in host:
+            raise ValueError(f"invalid proxy address {proxy!r}: use HOST:PORT ([::1]:PORT for IPv6)")
+    else:
+        host, _, port = proxy.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"invalid proxy address {proxy!r}: use HOST:PORT with a port from 1 to 65535")
+    return hostport(host, int(port))
+
+
 def pac_text(hosts: HostSet | Iterable[tuple[str, bool]], proxy: str = "127.0.0.1:8080") -> str:
     """The PAC for these hosts.  Label rules ("tos-*.snssdk.com") become anchored regexes
     over one label, so exactly the hosts exifguard decrypts go to it (a wider suffix would
@@ -39,8 +65,7 @@ def pac_text(hosts: HostSet | Iterable[tuple[str, bool]], proxy: str = "127.0.0.
     patterns = sorted(set(hosts.pac_patterns())) if isinstance(hosts, HostSet) else []
     exact = sorted({d for d, _ in entries})
     suffixes = sorted({d for d, sub in entries if sub})
-    if any(c in proxy for c in "\"'\\;\n ") or ":" not in proxy:
-        raise ValueError(f"invalid proxy address {proxy!r}: use HOST:PORT")
+    proxy = normalize_proxy(proxy)
     return f"""// exifguard proxy auto-config: only AI upload hosts go through exifguard.
 // No DIRECT fallback for them: if exifguard is not running, those uploads fail
 // instead of leaving with their metadata.  Everything else goes DIRECT.
@@ -72,15 +97,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     pac: bytes = b""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
+        if self._headers():
+            self.wfile.write(self.pac)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        """HEAD as GET without the body: tools (curl -I, uptime checks, some PAC
+        fetchers) probe with HEAD, and a 501 there reads as "the server is broken"."""
+        self._headers()
+
+    def _headers(self) -> bool:
         if self.path.split("?", 1)[0] not in (PAC_PATH, "/"):
             self.send_error(404)
-            return
+            return False
         self.send_response(200)
         self.send_header("Content-Type", PAC_TYPE)
         self.send_header("Content-Length", str(len(self.pac)))
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
-        self.wfile.write(self.pac)
+        return True
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
@@ -94,4 +128,4 @@ def serve(pac: str, port: int = 0, host: str = "127.0.0.1") -> tuple[http.server
     srv = http.server.ThreadingHTTPServer((host, port), handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, name="exifguard-pac", daemon=True).start()
-    return srv, f"http://{host}:{srv.server_address[1]}{PAC_PATH}"
+    return srv, f"http://{hostport(host, srv.server_address[1])}{PAC_PATH}"

@@ -63,8 +63,22 @@ def canary_jpeg(marker: str) -> bytes:
     return buf.getvalue()
 
 
+#: piexif's directory names -> the engine's (exifguard.engine.exif.TAG_NAMES)
+_IFD_NAMES = {"0th": "IFD0", "1st": "IFD1", "Exif": "ExifIFD", "GPS": "GPS", "Interop": "InteropIFD"}
+
+
 def exif_tag_names(jpeg: bytes) -> list[str]:
+    """The EXIF tags in a JPEG, named as the engine, the proxy's log line and the audit
+    log name them (ExifTool's names: `GPSInfo`, `ExifOffset`).
+
+    The tags are *read* with piexif, a parser independent of the engine's, so the
+    selftest still checks the engine's output from outside; only the names are the
+    engine's.  (piexif's own names, `GPSTag` and `ExifTag`, made the selftest and the
+    audit log call the same tag two different things.)
+    """
     import piexif
+
+    from ..engine.exif import tag_name
     try:
         d = piexif.load(jpeg)
     except Exception:  # noqa: BLE001 - no/invalid EXIF means no tags
@@ -74,8 +88,8 @@ def exif_tag_names(jpeg: bytes) -> list[str]:
         if ifd == "thumbnail" or not isinstance(tags, dict):
             continue
         for t in tags:
-            names.append(piexif.TAGS.get(ifd, {}).get(t, {}).get("name", str(t)))
-    return names
+            names.append(tag_name(_IFD_NAMES.get(ifd, ifd), t))
+    return list(dict.fromkeys(names))
 
 
 class _Sink(http.server.BaseHTTPRequestHandler):
