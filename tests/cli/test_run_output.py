@@ -1,8 +1,10 @@
 """`exifguard run` as a person sees it: a real run on IPv6 loopback in front of the local sink.
 
-One run checks three rough edges of issue 12: the output shows exifguard's line per image
+One run checks several rough edges of issue 12: the output shows exifguard's line per image
 and not mitmproxy's per-connection lines; `--host ::1` is written `[::1]:PORT` in the
-banner, run.json and the PAC; `exifguard pac` without --proxy points at the running proxy.
+banner, run.json and the PAC; `exifguard pac` without --proxy points at the running proxy;
+`selftest` names tags as the audit log does; `report` right after it says the selftest
+upload is not counted.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def test_run_on_ipv6_loopback_quiet_output_and_pac_from_the_running_proxy(tmp_pa
         # `pac` without --proxy: the running proxy's address, not 127.0.0.1:8080
         assert main(["pac", "--certs", str(p.certs)]) == 0
         assert f'PROXY {addr}"' in capsys.readouterr().out
+
+        assert f"--proxy '{addr}'" in p.output()  # quoted in the printed command: [..] is a shell glob
+        # selftest through [::1], then report right after it: the selftest upload is named, not counted
+        assert main(["selftest", "--certs", str(p.certs)]) == 0
+        out = capsys.readouterr().out
+        assert "selftest passed" in out and "GPSInfo" in out and "GPSTag" not in out
+        assert main(["report", "--certs", str(p.certs), "--audit-log", str(p.audit)]) == 0
+        assert "1 selftest upload(s) not counted; --include-selftest counts them" in capsys.readouterr().out
 
         with httpx.Client(proxy=f"http://{addr}", verify=str(p.ca), timeout=60) as c:
             r = c.put(PUT_URL, content=_photo(), headers={"content-type": "image/jpeg"})

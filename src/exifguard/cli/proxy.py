@@ -437,7 +437,12 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         print(f"exifguard: no CA in {certs}", file=sys.stderr)
         return 1
-    proxy = args.proxy or state["proxy"]
+    from ..proxy.pac import normalize_proxy
+    try:
+        proxy = normalize_proxy(args.proxy or state["proxy"])  # [::1]:PORT, not ::1:PORT
+    except (ValueError, KeyError) as exc:
+        print(f"exifguard: {exc}", file=sys.stderr)
+        return 2
     r = selftest.run_selftest(proxy, info.cert_path, state["selftest_token"])
     print(f"exifguard selftest via {proxy} -> https://{selftest.SELFTEST_HOST} (delivered to a local sink)")
     if r.received_bytes is not None:

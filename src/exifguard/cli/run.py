@@ -677,7 +677,7 @@ def _banner(prefix: str, hosts: Any, info: Any, proxy_addr: str, pac_url: str | 
     print(f"  install it once (add --dry-run to preview):\n    {prefix} cert install{cert_args}")
     print(f"PAC URL:         {pac_url or '(not served)'}   file: {pac_file}")
     print("  Chromium, fail-closed even when exifguard is stopped:\n"
-          f"    chromium --proxy-pac-url=\"$({prefix} pac --data-url --proxy {proxy_addr}{host_args})\"")
+          f"    chromium --proxy-pac-url=\"$({prefix} pac --data-url --proxy {shlex.quote(proxy_addr)}{host_args})\"")
     if plan.audit_log:
         print(f"audit log:       {plan.audit_log}")
     print(f"check it works:\n    {prefix} selftest{cert_args}")
