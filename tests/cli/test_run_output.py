@@ -89,3 +89,31 @@ def test_explicit_termlog_verbosity_brings_mitmproxy_connection_lines_back(tmp_p
     assert quiet in cli_run.build_mitmdump_args(passthrough=[], **kw)
     assert quiet not in cli_run.build_mitmdump_args(passthrough=["--set", "termlog_verbosity=info"], **kw)
     assert "mitmproxy.proxy.server" in Path(quiet).read_text()
+
+
+def test_only_routine_connection_lines_are_hidden() -> None:
+    import logging
+    import runpy
+    logger = logging.getLogger("mitmproxy.proxy.server")
+    before = list(logger.filters)
+    try:
+        ns = runpy.run_path(str(cli_run.quiet_script_path()))
+        runpy.run_path(str(cli_run.quiet_script_path()))  # loaded twice: still one filter
+        added = [f for f in logger.filters if f not in before]
+        assert len(added) == 1
+
+        def shown(msg: str, level: int = logging.INFO) -> bool:
+            return bool(logger.filter(logger.makeRecord(logger.name, level, __file__, 1, msg, (), None)))
+        for routine in ("client connect", "client disconnect", "server connect claude.ai:443",
+                        "server disconnect claude.ai:443", "Streaming response from claude.ai."):
+            assert not shown(routine), routine
+        for useful in ("Client TLS handshake failed. The client disconnected during the handshake. If this "
+                       "happens consistently for claude.ai, this may indicate that the client does not trust "
+                       "the proxy's certificate.", "error establishing server connection: timeout"):
+            assert shown(useful), useful
+        assert shown("server connect x", logging.WARNING)
+        assert ns["CONNECTION_LOGGER"] == logger.name
+    finally:
+        for f in list(logger.filters):
+            if f not in before:
+                logger.removeFilter(f)
