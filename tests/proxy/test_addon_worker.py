@@ -408,6 +408,7 @@ async def test_memory_is_trimmed_after_a_large_upload(setup):
     addon, tctx = setup()
     addon.pool._trim = lambda: trims.append(1)
     addon.pool._trim_delay = 0.01
+    addon.pool._trim_min_interval = 0
     f = flow(body=b"x" * (2 * MiB) + DIRTY)
     await run(addon, tctx, f)
     await until(lambda: trims, "a trim after the large inspection")

@@ -6,9 +6,8 @@ reduced for CI, inspection limit lowered with `--set exifguard_inspect_limit=`):
 
 * a gzip bomb (1 GiB of zeros) is answered 413 and mitmdump's peak RSS (VmHWM of the
   mitmdump child of the `exifguard run` process) rises by less than the limit + a margin;
-* a burst of 32 concurrent 5 MB uploads all arrive clean with a bounded peak; that RSS
-  returns to within 100 MB of what it was before the burst is still open (xfail, see
-  there: the memory is held outside exifguard's inspection).
+* a burst of 32 concurrent 5 MB uploads all arrive clean with a bounded peak, and
+  mitmdump's RSS returns to within 100 MB of what it was before the burst.
 
 `scripts/memcheck` runs the full-size versions and prints the numbers; the helpers here
 are shared with it.  Waits are bounded polls (hang protection), never timing assertions.
@@ -198,13 +197,9 @@ def test_burst_of_concurrent_uploads_is_clean_and_bounded(proxy, sink):
     sink.clear()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open (issue 11): after the flows end, mitmdump keeps about one request body (a Python bytes "
-    "object with no Python referrer) and one upstream TLS write buffer (OpenSSL BUF_MEM) per recent "
-    "flow, tens of flows' worth; measured with gdb on mmap/munmap. A plain mitmdump without "
-    "exifguard keeps more (697 MB after two bursts). malloc_trim/mallopt cannot return memory that "
-    "is still allocated."))
 def test_memory_returns_after_a_burst_of_concurrent_uploads(proxy, sink):
+    """Finished flows sit in reference cycles with their bodies and TLS buffers until a
+    full collection; exifguard collects and trims once a burst of large uploads is over."""
     pid = proxy.mitm
     img = dirty_jpeg()
     assert burst(proxy, 2, 5 * MiB, img) == [201, 201]

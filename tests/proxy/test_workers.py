@@ -177,8 +177,10 @@ async def test_resize_applies_to_new_work():
 
 async def test_memory_is_trimmed_once_after_a_burst_of_large_inspections():
     trims = []
+    collected = []
     pool: InspectionPool = InspectionPool(4, 10, trim=lambda: trims.append(1), trim_delay=0.05,
-                                          large_bytes=1000)
+                                          large_bytes=1000, collect=lambda: collected.append(1),
+                                          trim_min_interval=0)
     await pool.run(lambda d: None, size=10, timeout=HANG)        # small: no trim
     await asyncio.sleep(0.2)
     assert trims == []
@@ -186,8 +188,21 @@ async def test_memory_is_trimmed_once_after_a_burst_of_large_inspections():
     await until(lambda: trims, "a trim")
     await asyncio.sleep(0.2)
     assert len(trims) == 1, "one trim per burst"
+    assert collected == [1], "cyclic garbage (finished flows) is collected before trimming"
     pool.note_large_flow_done()
     await until(lambda: len(trims) == 2, "a trim after a large flow ended")
+    pool.close()
+
+
+async def test_trims_are_spaced_out():
+    trims = []
+    pool: InspectionPool = InspectionPool(2, 10, trim=lambda: trims.append(1), trim_delay=0.01,
+                                          large_bytes=1, collect=None, trim_min_interval=HANG * 10)
+    await pool.run(lambda d: None, size=5, timeout=HANG)
+    await until(lambda: trims, "the first trim")
+    await pool.run(lambda d: None, size=5, timeout=HANG)
+    await asyncio.sleep(0.2)
+    assert len(trims) == 1, "a second trim waits for the minimum interval"
     pool.close()
 
 

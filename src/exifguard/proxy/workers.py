@@ -17,7 +17,11 @@ Why each bound exists:
     stayed near its peak after a burst of uploads.  `tune_malloc` makes large blocks
     go back to the system when freed (see there why), and `malloc_trim(0)` gives back
     free pages left in the arenas once a burst of large inspections is over (debounced,
-    in a thread).
+    in a thread).  Before trimming, a full `gc.collect()`: mitmproxy's finished flows and
+    connections sit in reference cycles, so their bodies and TLS buffers (about two
+    body-sized blocks per flow) are only freed by the cyclic collector's rare full
+    passes — measured: 434 MiB resident after 32 uploads of 5 MB, 154 MiB after one
+    collection.
 
 All state lives on the event loop thread; worker threads only report back through
 `loop.call_soon_threadsafe`.  No mitmproxy imports (unit-testable on its own).
@@ -30,6 +34,7 @@ import collections
 import concurrent.futures
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import sys
@@ -46,6 +51,9 @@ LARGE_BYTES = 1024 * 1024
 TRIM_DELAY = 0.5
 """Seconds after the last large inspection (or large flow) ends before trimming, so a
 burst is trimmed once, after the flows have released their bodies."""
+TRIM_MIN_INTERVAL = 5.0
+"""At most one collection + trim this often (a full collection stops everything for
+about 0.2 s in a busy proxy)."""
 
 
 def default_workers() -> int:
@@ -163,7 +171,8 @@ class InspectionPool(Generic[T]):
 
     def __init__(self, workers: int | None = None, queue: int = 64, *,
                  trim: Callable[[], Any] | None = malloc_trim, trim_delay: float = TRIM_DELAY,
-                 large_bytes: int = LARGE_BYTES) -> None:
+                 large_bytes: int = LARGE_BYTES, collect: Callable[[], Any] | None = gc.collect,
+                 trim_min_interval: float = TRIM_MIN_INTERVAL) -> None:
         self.workers = workers or default_workers()
         self.queue = max(0, queue)
         self.stats = PoolStats()
@@ -173,6 +182,9 @@ class InspectionPool(Generic[T]):
         self._large_running = 0
         self._trim_handle: asyncio.TimerHandle | None = None
         self._trim_running = False
+        self._collect = collect
+        self._trim_min_interval = trim_min_interval
+        self._last_trim = float("-inf")
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -336,6 +348,17 @@ class InspectionPool(Generic[T]):
         self._trim_handle = None
         if self._large_running or self._trim_running or self._loop is None:
             return  # the next large inspection to end schedules another
+        wait = self._last_trim + self._trim_min_interval - time.monotonic()
+        if wait > 0:
+            self._trim_handle = self._loop.call_later(wait, self._start_trim)
+            return
+        self._last_trim = time.monotonic()
+        if self._collect is not None:
+            try:
+                # on the event loop thread: finalizers of asyncio objects expect to run there
+                self._collect()
+            except Exception:  # noqa: BLE001 - an optimisation must never break the proxy
+                pass
         self._trim_running = True
         trim = self._trim
         assert trim is not None
