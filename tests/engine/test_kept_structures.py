@@ -1173,3 +1173,16 @@ def test_heif_pitm_swallowing_the_rest_of_meta_is_cleaned_or_refused() -> None:
         return
     assert canary.find(res.data, b"EGFUZZCANARY31415") == []
     heif_verify.verify(res.data, ScrubOptions())
+
+
+def test_png_split_image_data_that_inflates_past_the_image_size_is_refused_quickly() -> None:
+    """The completeness check behind a stray IDAT inflates at most what IHDR allows."""
+    bomb = zlib.compress(bytes(64 << 20), 9)  # 64 MiB of zeros for a 12x7 image
+    png = base_png()
+    parts = png_parts(png)
+    i = next(k for k, c in enumerate(parts) if c[4:8] == b"IDAT")
+    parts[i] = png_chunk(b"IDAT", bomb)
+    parts[i + 1:i + 1] = [png_chunk(b"skIp", bytes(4)), png_chunk(b"IDAT", b"")]
+    data = png[:8] + b"".join(parts)
+    with pytest.raises(ScrubError, match="split"):
+        scrub(data)

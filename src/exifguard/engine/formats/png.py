@@ -537,7 +537,7 @@ def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
             out[idx] = "<wrong size for the colour type>"
         seen.add(t)
     if stray:
-        if not _stream_complete(data, chunks[first:run_end]):
+        if not _stream_complete(data, chunks[first:run_end], _raw_size_bound(data, chunks[0])):
             raise ScrubError("PNG image data (IDAT) is split by other chunks; cannot tell which "
                              "bytes are part of the picture")
         for idx in stray:
@@ -545,15 +545,26 @@ def _placement(data: bytes, chunks: list[_Chunk]) -> dict[int, str]:
     return out
 
 
-def _stream_complete(data: bytes, run: list[_Chunk]) -> bool:
+def _raw_size_bound(data: bytes, ihdr: _Chunk) -> int:
+    """An upper bound on the inflated image data IHDR allows (filter byte per row, an
+    interlaced image at most doubles it), so a bomb in IDAT cannot run unbounded."""
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, ihdr.data_start)
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour, 4)
+    row = 1 + (width * channels * max(depth, 1) + 7) // 8
+    return 2 * height * row + (1 << 16)
+
+
+def _stream_complete(data: bytes, run: list[_Chunk], bound: int) -> bool:
     """Does the zlib stream in this IDAT run end exactly at the run's end?
 
     Inflated in bounded steps and thrown away (nothing is re-encoded; this only tells
-    whether a later IDAT can matter to a decoder).  Only called for files whose image
-    data is split, so ordinary files never pay for it.
+    whether a later IDAT can matter to a decoder), and never beyond `bound` bytes (more
+    than the image can hold: not an answer we need).  Only called for files whose
+    image data is split, so ordinary files never pay for it.
     """
     d = zlib.decompressobj()
     mv = memoryview(data)
+    produced = 0
     for c in run:
         chunk = mv[c.data_start:c.data_start + c.length]
         if d.eof:
@@ -561,10 +572,12 @@ def _stream_complete(data: bytes, run: list[_Chunk]) -> bool:
                 return False
             continue
         try:
-            d.decompress(chunk, _IMAGE_DATA_STEP)
-            while d.unconsumed_tail and not d.eof:
-                d.decompress(d.unconsumed_tail, _IMAGE_DATA_STEP)
+            produced += len(d.decompress(chunk, _IMAGE_DATA_STEP))
+            while d.unconsumed_tail and not d.eof and produced <= bound:
+                produced += len(d.decompress(d.unconsumed_tail, _IMAGE_DATA_STEP))
         except zlib.error:
+            return False
+        if produced > bound:
             return False
         if d.eof and (d.unused_data or d.unconsumed_tail):
             return False
