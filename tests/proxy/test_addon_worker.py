@@ -257,10 +257,15 @@ async def test_busy_proxy_answers_503_with_retry_after_even_with_on_error_pass(s
     await run(addon, tctx, second)
     assert second.response.status_code == 503 and second.response.headers["retry-after"]
     assert "exifguard is busy" in second.response.text and addon.stats.refused_busy == 1
+    for _ in range(3):  # a flood of refusals is one log line and a count
+        more = flow()
+        await run(addon, tctx, more)
+        assert more.response.status_code == 503
+    assert len([m for m in blocked_lines(caplog) if "busy" in m]) == 1
     rw.release.set()
     await task
     assert first.response is None and DIRTY not in first.request.content
-    assert "refused: busy 1" in addon.stats.text()
+    assert "refused: busy 4" in addon.stats.text()
 
 
 async def test_busy_in_audit_mode_forwards(setup):

@@ -649,7 +649,15 @@ class Exifguard:
             log.warning("exifguard: WARNING forwarded upload to %s unchecked: %s",
                         escape(watch.host), escape(why.reason))
             return
-        log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(why.reason))
+        if why.counter == "refused_busy":
+            # an overload refuses many uploads in a row: one line, then a count
+            now, held = self.repeats.check(("busy",))
+            if now:
+                log.warning("exifguard: BLOCKED upload to %s: %s%s", escape(watch.host), escape(why.reason),
+                            f" ({held} more upload{'s' if held != 1 else ''} refused as busy since the "
+                            f"last such line)" if held else "")
+        else:
+            log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(why.reason))
         status = why.status or decision.status or policy.ERROR_STATUS
         flow.response = http.Response.make(status, decision.text or policy.block_text(why.reason),
                                            {"content-type": "text/plain; charset=utf-8", **dict(why.headers)})
