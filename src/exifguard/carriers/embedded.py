@@ -43,6 +43,27 @@ def check_deadline(deadline: float | None) -> None:
         raise InspectionTimeout("inspection deadline passed")
 
 
+def find(data: bytes, lit: bytes, lo: int = 0, hi: int | None = None, deadline: float | None = None) -> int:
+    """``data.find(lit, lo, hi)`` done window by window.
+
+    Why: one ``bytes.find`` over a 250 MiB body holds the GIL for a few hundred
+    milliseconds, and every other upload's thread (and mitmproxy's event loop) waits that
+    long.  Searching `WINDOW` bytes per call (overlapping by ``len(lit) - 1``) gives them
+    a turn between calls, and lets the deadline be checked.
+    """
+    hi = len(data) if hi is None else min(hi, len(data))
+    step = max(WINDOW, len(lit))
+    a = lo
+    while a < hi:
+        b = min(hi, a + step + len(lit) - 1)
+        i = data.find(lit, a, b)
+        if i >= 0:
+            return i
+        a += step
+        check_deadline(deadline)
+    return -1
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A plausible image at ``start``; ``end`` exclusive, None when it cannot be delimited."""

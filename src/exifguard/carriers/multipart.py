@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from .embedded import find
+
 MAX_HEADER_BLOCK = 64 * 1024
 
 
@@ -122,7 +124,7 @@ def sniff_boundary(body: bytes) -> bytes | None:
     if not m:
         return None
     b = m.group(1).rstrip(b" \t")
-    if re.search(rb"\n--" + re.escape(b) + rb"--", body):
+    if find(body, b"\n--" + b + b"--") >= 0:
         return b
     return None
 
@@ -165,7 +167,7 @@ def parse(body: bytes, boundary: bytes, *, max_parts: int = 1000) -> Multipart:
         pos = -1
         search = 0
         while True:
-            k = body.find(b"\n" + delim, search)
+            k = find(body, b"\n" + delim, search)
             if k < 0:
                 break
             if _is_delimiter_end(body, k + 1 + len(delim)):
@@ -214,7 +216,7 @@ def parse(body: bytes, boundary: bytes, *, max_parts: int = 1000) -> Multipart:
         # payload ends at the next delimiter at the start of a line
         search = body_start - 1
         while True:
-            k = body.find(b"\n" + delim, search)
+            k = find(body, b"\n" + delim, search)
             if k < 0:
                 raise MultipartError("the multipart body has no closing boundary (truncated?)")
             if _is_delimiter_end(body, k + 1 + len(delim)):

@@ -127,7 +127,7 @@ def _first_start(segments: list[_Segment]) -> tuple[int, bool]:
     for lit, back in _B64_STARTS:
         for buf, lo, hi, shift, plo, phi in segments:
             stop = min(hi, phi + back + len(lit))
-            i = buf.find(lit, max(lo, plo + back), stop)
+            i = embedded.find(buf, lit, max(lo, plo + back), stop)
             while i >= 0:
                 seen = True
                 p = i - back
@@ -137,7 +137,7 @@ def _first_start(segments: list[_Segment]) -> tuple[int, bool]:
                         end += 1
                     if base64text.quick_check(buf[p:end]):
                         return p + shift, True
-                i = buf.find(lit, i + 1, stop)
+                i = embedded.find(buf, lit, i + 1, stop)
     return -1, seen
 
 
@@ -159,7 +159,7 @@ def _derived(body: bytes, gaps: list[tuple[int, int]], sites: re.Pattern[bytes],
     out: list[_Segment] = []
     shift = 0  # position in the transformed text minus position in the view, at `lo`
     for lo, hi in gaps:
-        if not any(body.find(m, lo, hi) >= 0 for m in marks):
+        if not any(embedded.find(body, m, lo, hi) >= 0 for m in marks):
             continue
         limit = (hi - lo) // (_DENSE * _REACH) if _DENSE else hi - lo
         found: list[tuple[int, int]] = []
@@ -223,7 +223,7 @@ def residual_images(body: bytes, covered: list[tuple[int, int]]) -> int:
         return -1
 
     def has(lit: bytes) -> bool:
-        return any(body.find(lit, lo, hi) >= 0 for lo, hi in gaps)
+        return any(embedded.find(body, lit, lo, hi) >= 0 for lo, hi in gaps)
 
     at, any_start = _first_start([(body, lo, hi, 0, lo - _BACK_MAX, hi) for lo, hi in gaps])
     if at >= 0:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ..engine.detect import sniff
-from .embedded import WINDOW, check_deadline, first_candidate, raw_signature
+from .embedded import WINDOW, check_deadline, find, first_candidate, raw_signature
 
 _LOCAL = b"PK\x03\x04"
 _CENTRAL = b"PK\x01\x02"
@@ -161,7 +161,7 @@ class Hidden:
 def hidden_images(data: bytes, lo: int, hi: int, deadline: float | None = None) -> list[Hidden]:
     """Images inside compressed zip entries and FlateDecode PDF streams in ``data[lo:hi]``."""
     out: list[Hidden] = []
-    if data.find(_LOCAL, lo, hi) >= 0:
+    if find(data, _LOCAL, lo, hi, deadline) >= 0:
         centrals = {c.name: c for c in central_records(data, lo, hi, deadline)}
         for e in zip_entries(data, lo, hi, deadline):
             if e.method == 0 or e.flags & 1:  # stored (searched directly) or encrypted (unreadable)
@@ -175,7 +175,7 @@ def hidden_images(data: bytes, lo: int, hi: int, deadline: float | None = None) 
                 out.append(Hidden("compressed zip entry", fmt, (e.header, end),
                                   f"an image inside a compressed zip entry cannot be cleaned in place"
                                   if why is None else f"a compressed zip entry: {why}"))
-    if data.find(b"%PDF-", lo, hi) >= 0:
+    if find(data, b"%PDF-", lo, hi, deadline) >= 0:
         for m in _find_all(data, b"stream", lo, hi, deadline):
             s = m + 6
             if data[s:s + 2] == b"\r\n":
@@ -243,7 +243,7 @@ def fix_zip_crcs(data: bytearray, changed: list[tuple[int, int]], lo: int, hi: i
     `data` is the rewritten buffer (patched in place).  Returns reasons for spans that sit
     in an entry whose extent is unknown (nothing can be recomputed safely: block).
     """
-    if not changed or bytes(data[lo:hi]).find(_LOCAL) < 0:
+    if not changed or find(data, _LOCAL, lo, hi, deadline) < 0:
         return []
     view = bytes(data)
     entries = [e for e in zip_entries(view, lo, hi, deadline) if e.method == 0]
@@ -314,7 +314,7 @@ def stored_extents(data: bytes, lo: int, hi: int, deadline: float | None = None)
     Why: a file in a stored entry is delimited by the archive, trailer included, so the
     engine can clean the whole file (and zero its trailer) rather than stop at its EOI.
     """
-    if data.find(_LOCAL, lo, hi) < 0:
+    if find(data, _LOCAL, lo, hi, deadline) < 0:
         return {}
     by_name: dict[bytes, list[CentralRecord]] = {}
     for c in central_records(data, lo, hi, deadline):
