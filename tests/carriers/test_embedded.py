@@ -607,3 +607,26 @@ def test_c4_jpeg_whose_first_segment_is_an_extension_marker_is_found():
     assert c is not None and (c.format, c.start, c.end) == ("JPEG", 2, len(body))
     rw = rewrite(body)
     assert canary.find(rw.body, MARK) == [] or not forwarded(rw)
+
+
+def test_timed_out_rewrite_says_so():
+    rw = rewrite(b"\x00\x01" + jpeg(), options=CarrierOptions(deadline=time.monotonic() - 1))
+    assert rw.timed_out and rw.blockers
+
+
+def test_hash_of_the_compressed_bytes_blocks_instead_of_being_recomputed_wrongly():
+    """The proxy hands us the decoded body; a Content-MD5 over the gzip bytes does not match
+    it, so it cannot be recomputed and blocks.  One over the decoded body is recomputed."""
+    import base64
+    import gzip
+    import hashlib
+    img = jpeg()
+    over_gzip = base64.b64encode(hashlib.md5(gzip.compress(img)).digest()).decode()
+    rw = rewrite(img, [("content-type", "image/jpeg"), ("content-encoding", "gzip"), ("content-md5", over_gzip)])
+    assert not forwarded(rw)
+    assert any("compressed" in b for b in rw.blockers)
+    over_plain = base64.b64encode(hashlib.md5(img).digest()).decode()
+    rw = rewrite(img, [("content-type", "image/jpeg"), ("content-encoding", "gzip"), ("content-md5", over_plain)])
+    assert forwarded(rw)
+    assert {k.lower(): v for k, v in rw.set_headers.items()}["content-md5"] == \
+        base64.b64encode(hashlib.md5(rw.body).digest()).decode()

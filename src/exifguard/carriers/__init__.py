@@ -69,7 +69,7 @@ def rewrite_request(method: str, url: str, headers: Sequence[tuple[str, str]] | 
     except InspectionTimeout:
         b = body if isinstance(body, bytes) else bytes(body or b"")
         return RequestRewrite(b, {}, (), ("the upload could not be inspected before the deadline; "
-                                          "it was not forwarded",), b)
+                                          "it was not forwarded",), b, timed_out=True)
     except Exception as exc:  # fail closed on our own bugs, never crash the proxy
         b = body if isinstance(body, bytes) else bytes(body or b"")
         return RequestRewrite(b, {}, (), (f"internal error in the carrier layer ({type(exc).__name__}); "

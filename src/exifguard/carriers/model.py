@@ -118,6 +118,9 @@ class RequestRewrite:
     images: tuple[ImageFinding, ...]
     blockers: tuple[str, ...]
     original_body: bytes | None = field(default=None, repr=False, compare=False)
+    timed_out: bool = False
+    """Inspection stopped at `CarrierOptions.deadline` (the one blocker says so): the
+    request was not inspected, so a caller may answer "try again" rather than "refused"."""
 
     @property
     def changed(self) -> bool:

@@ -553,8 +553,8 @@ class Exifguard:
             return None, _Refused(f"{exc}; it could not be inspected")
         body = decoded.body
         rw = rewrite(method, url, headers, body, options)
-        if rw.blockers and not rw.images and options.deadline is not None \
-                and time.monotonic() > options.deadline:
+        if getattr(rw, "timed_out", False) or (rw.blockers and not rw.images and options.deadline is not None
+                                                and time.monotonic() > options.deadline):
             # the carrier layer stopped at the deadline: the same strict refusal as when
             # the event loop stops waiting first (not forwarded even with on_error=pass)
             raise InspectionTimeout("the inspection did not finish before its deadline")
