@@ -24,9 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"exifguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from . import files, proxy
+    from . import files, icap, proxy
     files.register(sub)
     proxy.register(sub)
+    icap.register(sub)
     return parser
 
 
