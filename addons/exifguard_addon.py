@@ -1,37 +1,14 @@
-"""Script for `mitmdump -s addons/exifguard_addon.py` (the addons live in exifguard.proxy).
+"""Script for `mitmdump -s addons/exifguard_addon.py` in a clone of exifguard.
 
-`install()` also registers exifguard's guard, which refuses every request until the
-addon is loaded and configured.  If exifguard cannot even be imported (not installed in
-mitmdump's Python, or broken), the fallback below refuses every request instead of
-letting uploads through uncleaned.
+It runs the package's own script, src/exifguard/proxy/mitmdump_script.py (what
+`exifguard run` passes, and what `exifguard addon-path` prints for an installed copy),
+so there is one script: it registers exifguard's guard, which refuses every request until
+the addon is loaded and configured, and if exifguard cannot even be imported in
+mitmdump's Python it refuses every request instead of letting uploads through uncleaned.
 """
 
-try:
-    from exifguard.proxy.guard import install
-except Exception as _exc:  # noqa: BLE001 - fail closed, loudly
-    import logging
+import runpy
+from pathlib import Path
 
-    from mitmproxy import http
-
-    _REASON = f"exifguard could not be imported in this mitmdump ({type(_exc).__name__}: {_exc})"[:400]
-
-    class ExifguardFailedToLoad:
-        """Answer every request with 503: without exifguard nothing may pass."""
-
-        name = "exifguard_failed_to_load"
-
-        def running(self) -> None:
-            bar = "!" * 76
-            logging.getLogger("exifguard").error(
-                f"{bar}\nexifguard FAILED TO LOAD: every request through this proxy is refused\n"
-                f"  - {_REASON}\n{bar}")
-
-        def requestheaders(self, flow: http.HTTPFlow) -> None:
-            if flow.response is None:
-                flow.response = http.Response.make(
-                    503, f"exifguard is not active in this proxy, so this request was refused and "
-                         f"nothing was sent: {_REASON}.\n", {"content-type": "text/plain; charset=utf-8"})
-
-    addons = [ExifguardFailedToLoad()]
-else:
-    addons = install()
+_SCRIPT = Path(__file__).resolve().parents[1] / "src" / "exifguard" / "proxy" / "mitmdump_script.py"
+addons = runpy.run_path(str(_SCRIPT))["addons"]
