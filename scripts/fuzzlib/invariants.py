@@ -171,10 +171,19 @@ def find_markers(data: bytes, markers: tuple[bytes, ...] | list[bytes]) -> list[
 
 
 def find_markers_deep(body: bytes, markers: tuple[bytes, ...] | list[bytes]) -> list[str]:
-    """As find_markers, after URL-decoding, JSON-unescaping and base64-decoding the body."""
+    """As find_markers, after URL-decoding, JSON-unescaping and base64-decoding the body.
+
+    Base64 is *decoded* (every run of 48+ alphabet characters, at all four alignments) and
+    the full marker searched in the result, rather than matching the marker's base64 form
+    in the text: that form only pins the marker's middle bytes, so it also matches a
+    truncated canary, which the image-level checks (full marker) would not call a leak."""
     if not markers:
         return []
-    hits = find_markers(body, markers)
+
+    def plain(hits: list[str]) -> list[str]:
+        return [h for h in hits if "base64/" not in h]
+
+    hits = plain(find_markers(body, markers))
     views = {body}
     if b"%" in body or b"+" in body:
         views.add(unquote_to_bytes(body.replace(b"+", b" ")))
@@ -183,15 +192,19 @@ def find_markers_deep(body: bytes, markers: tuple[bytes, ...] | list[bytes]) -> 
         views.add(body.replace(b"\\/", b"/").replace(b"\\n", b"\n").replace(b"\\r", b"\r"))
     for v in list(views):
         if v is not body:
-            hits += [f"decoded>{h}" for h in find_markers(v, markers)]
-        for m in _B64_RUN.finditer(v.replace(b"\\n", b"").replace(b"\r\n", b"").replace(b"\n", b"")):
-            run = m.group(0)
-            for alt in (False, True):
-                try:
-                    raw = (base64.urlsafe_b64decode if alt else base64.b64decode)(run + b"=" * (-len(run) % 4))
-                except (binascii.Error, ValueError):
-                    continue
-                hits += [f"base64@{m.start()}>{h}" for h in find_markers(raw, markers)]
+            hits += [f"decoded>{h}" for h in plain(find_markers(v, markers))]
+        text = v.replace(b"\\n", b"").replace(b"\r\n", b"").replace(b"\n", b"")
+        for m in _B64_RUN.finditer(text):
+            run = m.group(0).rstrip(b"=")
+            for shift in range(4):
+                part = run[shift:]
+                part = part[:len(part) - len(part) % 4]
+                for alt in (False, True):
+                    try:
+                        raw = (base64.urlsafe_b64decode if alt else base64.b64decode)(part)
+                    except (binascii.Error, ValueError):
+                        continue
+                    hits += [f"base64@{m.start() + shift}>{h}" for h in plain(find_markers(raw, markers))]
     return sorted(set(hits))
 
 
@@ -206,10 +219,11 @@ def region_at(data: bytes, offset: int) -> str:
 
 def _first_offset(data: bytes, hits: list[str], markers: tuple[bytes, ...]) -> int | None:
     """Offset of the first raw hit, else the start of the first zlib stream holding a marker."""
-    for h in hits:
-        m = re.search(r":raw@(\d+)$", h)
-        if m:
-            return int(m.group(1))
+    for pattern in (r":raw@(\d+)$", r":(?:utf-16le|utf-16be|hex|HEX|base64/\d)@(\d+)$"):
+        for h in hits:
+            m = re.search(pattern, h)
+            if m:
+                return int(m.group(1))
     i = 0
     while True:
         j = data.find(b"\x78", i)
@@ -231,7 +245,10 @@ def classify(data: bytes, hits: list[str], markers: tuple[bytes, ...]) -> tuple[
         return "canary-pixel", "jxlc"
     at = _first_offset(data, hits, markers)
     place = region_at(data, at) if at is not None else hits[0].split(":", 1)[1].split("@")[0]
-    return ("canary-pixel" if place in PIXEL_KINDS else "canary"), place
+    pixel = place in PIXEL_KINDS or (
+        # a palette image's PLTE holds its colours (image data); elsewhere PLTE is only a hint
+        place == "PLTE" and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] == 3)
+    return ("canary-pixel" if pixel else "canary"), place
 
 
 # -- engine ----------------------------------------------------------------------------------

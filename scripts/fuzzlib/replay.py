@@ -139,8 +139,9 @@ def recheck(finding: Path) -> tuple[str, list[Violation]]:
         img = (finding / "min.bin").read_bytes()
         from .runner import RAW_SHAPES, image_end
         end = r["span"][0] + image_end(img) if r.get("span") and r["shape"] in RAW_SHAPES else None
+        from .runner import engine_accepts
         co = check_carriers(r["method"], r["url"], [tuple(h) for h in r["headers"]], body, markers, None,
-                            True, r["shape"], end, False, img)
+                            engine_accepts(img), r["shape"], end, False, img)
         now = list(co.violations)
         if info["kind"] == "exiftool" and oracle.available():
             for fmt, img in co.accepted_images:

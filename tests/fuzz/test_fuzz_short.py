@@ -19,7 +19,7 @@ SEED = 20261205
 EXECS = 30_000
 
 KNOWN_OPEN: tuple[str, ...] = (
-    ":AVIF:pitm", ":HEIC:pitm", ":HEIF:pitm",  # oversized pitm kept verbatim (fuzz-findings E5)
+    ":image-found:ISOBMFF",  # embedded HEIC: a box after mdat passes unless recognised (fuzz-findings C6)
 )
 
 
