@@ -22,7 +22,8 @@ from .test_addon import CLEAN, FakeRewrite, flow, run, setup  # noqa: F401 - set
 async def test_log_line_and_audit_record_are_prepared_off_the_event_loop(setup, monkeypatch, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     threads: dict[str, str] = {}
-    real_line, real_encode = addon_mod.image_line, AuditLog.encode
+    from exifguard.proxy import inspect as inspect_mod  # the shared pipeline builds the lines
+    real_line, real_encode = inspect_mod.image_line, AuditLog.encode
 
     def line(**kw):
         threads["line"] = threading.current_thread().name
@@ -32,7 +33,7 @@ async def test_log_line_and_audit_record_are_prepared_off_the_event_loop(setup, 
         threads["audit"] = threading.current_thread().name
         return real_encode(self, record)
 
-    monkeypatch.setattr(addon_mod, "image_line", line)
+    monkeypatch.setattr(inspect_mod, "image_line", line)
     monkeypatch.setattr(AuditLog, "encode", encode)
     audit = tmp_path / "audit.jsonl"
     addon, tctx = setup(exifguard_audit_log=str(audit))
@@ -305,15 +306,18 @@ async def test_timeout_blocks_once_and_keeps_the_slot_until_the_thread_ends(setu
     assert f.request.raw_content is not None and DIRTY in f.request.raw_content  # never rewritten late
 
 
-async def test_carrier_deadline_blocker_is_a_strict_refusal(setup, monkeypatch):
-    from exifguard.proxy import addon as addon_mod
+@pytest.mark.parametrize("marked", [True, False], ids=["timed_out-flag", "clock-past-deadline"])
+async def test_carrier_deadline_blocker_is_a_strict_refusal(setup, monkeypatch, marked):
+    from exifguard.proxy import inspect as inspect_mod
     seen = {}
 
     def late(method, url, headers, body, options):
         seen["deadline"] = options.deadline
-        return RequestRewrite(body, {}, (), ("the upload could not be inspected before the deadline",), body)
+        return RequestRewrite(body, {}, (), ("the upload could not be inspected before the deadline",), body,
+                              timed_out=marked)
     addon, tctx = setup(late, exifguard_on_error="pass")
-    monkeypatch.setattr(addon_mod, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + 1e6))
+    if not marked:
+        monkeypatch.setattr(inspect_mod, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + 1e6))
     f = flow()
     await run(addon, tctx, f)
     assert f.response is not None and f.response.status_code == 503

@@ -1,11 +1,11 @@
 """REQMOD: the proxy's policy applied to a request an ICAP client hands over.
 
 Shared with the mitmproxy addon, not copied: the host table (`proxy.hosts.HostSet`
-with its Origin/Referer rules for shared storage hosts), the bounded Content-Encoding
-decoder (`proxy.decode`), the carrier layer (`carriers.rewrite_request`, which
-recomputes hashes and declared sizes), the policy table (`proxy.policy.decide`,
-`block_text`), the bounded inspection pool (`proxy.workers.InspectionPool`), the log
-line (`proxy.logline.image_line`) and the audit record (`proxy.audit`).
+with its Origin/Referer rules for shared storage hosts), the whole inspection of an
+upload (`proxy.inspect.inspect_upload`: bounded Content-Encoding decoding, the carrier
+layer with its recomputed hashes and sizes, the policy table, the log lines and audit
+records), the refusal texts (`proxy.policy.block_text`), the bounded inspection pool
+(`proxy.workers.InspectionPool`) and the audit log (`proxy.audit`).
 
 What an ICAP service can answer (RFC 3507 §4.8–4.9), and what we use it for:
   * ``204 No Content``: forward the request unchanged.  Only when the client allowed it
@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,12 +38,12 @@ from typing import Any
 from .. import __version__
 from ..carriers import CarrierOptions, RequestRewrite, UploadTracker, rewrite_request
 from ..engine.report import ScrubOptions
-from ..proxy import decode as codings
 from ..proxy import policy
-from ..proxy.audit import AuditLog, ImageRecord, strip_query
+from ..proxy.audit import AuditLog
 from ..proxy.hosts import HostEntry, HostSet, Match, normalise_host
-from ..proxy.logline import escape, image_line
-from ..proxy.policy import Action, Mode, OnError, Outcome
+from ..proxy.inspect import Refused, Settings, Upload, inspect_upload
+from ..proxy.logline import escape
+from ..proxy.policy import Mode, OnError, Outcome
 from ..proxy.workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed
 from .protocol import HTTPHead
 
@@ -173,7 +172,8 @@ class Reqmod:
                  pool: InspectionPool[Any] | None = None) -> None:
         self.config = config
         self.rewrite = rewrite or rewrite_request
-        self.pool: InspectionPool[Any] = pool or InspectionPool(config.threads, config.queue)
+        self.pool: InspectionPool[Any] = pool or InspectionPool(config.threads, config.queue,
+                                                                bounds_hint="exifguard icap --threads / --queue")
         self.uploads = UploadTracker()
         self.counters = Counters()
         self.audit: AuditLog | None = None
@@ -250,9 +250,7 @@ class Reqmod:
             return await self.pool.run(lambda deadline: self._check(head, body, deadline, client),
                                        size=len(body), timeout=self.config.inspect_timeout)
         except Busy as exc:
-            # the pool names the proxy's options; this service's are --threads / --queue
-            return self.busy(host, str(exc).replace("exifguard_workers / exifguard_queue",
-                                                    "exifguard icap --threads / --queue"))
+            return self.busy(host, str(exc))
         except InspectionTimeout as exc:
             self.counters.timeouts += 1
             return self.cannot_inspect(host, _Refused(
@@ -264,41 +262,37 @@ class Reqmod:
             return self.internal_error(host, exc)
 
     def _check(self, head: HTTPHead, raw: bytes, deadline: float, client: Client) -> Verdict:
-        """Worker thread: the proxy's decode -> rewrite -> decide, and the log/audit lines."""
+        """Worker thread: the shared inspection (proxy/inspect.py), as an ICAP verdict."""
         cfg = self.config
         host = normalise_host(head.host() or "unknown")
-        encoding = ", ".join(head.headers.get_all("content-encoding"))
-        try:
-            decoded = codings.decode(raw, encoding, limit=cfg.inspect_limit, deadline=deadline)
-        except codings.InflatesTooLarge as exc:
-            return self.cannot_inspect(host, _Refused(str(exc), 413))
-        except codings.DecodeDeadline:
-            raise InspectionTimeout("the inspection deadline passed while decoding the upload") from None
-        except codings.UnsupportedEncoding as exc:
-            return self.cannot_inspect(host, _Refused(str(exc), 415, headers=(
-                ("Accept-Encoding", "gzip, deflate, br, zstd"),)))
-        except codings.DecodeError as exc:
-            return self.cannot_inspect(host, _Refused(f"{exc}; it could not be inspected"))
+        extra = [("via", "icap")]
+        if client.client_ip:
+            extra.append(("client_ip", client.client_ip))
+        if client.user:
+            extra.append(("user", client.user))
+        upload = Upload(method=head.method, url=head.url(), host=host, path=head.path(),
+                        headers=list(head.headers.items), raw=raw,
+                        encoding=", ".join(head.headers.get_all("content-encoding")),
+                        request_id=uuid.uuid4().hex, extra=tuple(extra))
         options = CarrierOptions(scrub=ScrubOptions(keep_icc=cfg.keep_icc, collect_values=cfg.log_values),
                                  rename_files=cfg.rename_files, uploads=self.uploads,
                                  max_body_bytes=cfg.inspect_limit, deadline=deadline)
-        rw = self.rewrite(head.method, head.url(), list(head.headers.items), decoded.body, options)
-        if rw.blockers and not rw.images and time.monotonic() > deadline:
-            raise InspectionTimeout("the inspection did not finish before its deadline")
-        if not rw.images and not rw.blockers:
+        settings = Settings(mode=cfg.mode, on_error=cfg.on_error, limit=cfg.inspect_limit,
+                            log_values=cfg.log_values)
+        result = inspect_upload(upload, options, settings, self.rewrite)
+        if isinstance(result, Refused):
+            return self.cannot_inspect(host, _Refused(result.reason, result.status, result.strict, result.headers))
+        decision = result.decision
+        if decision is None:
             return Verdict.unchanged()
-        states = [policy.ImageState(ok=i.result is not None and not i.error, error=i.error) for i in rw.images]
-        decision = policy.decide(cfg.mode, cfg.on_error, states, rw.blockers)
+        rw = result.rewrite
         if decision.outcome is Outcome.RESPOND:
             verdict = Verdict.respond(decision.status or policy.ERROR_STATUS, decision.text or "")
-            if not rw.images:
-                verdict.lines.append((logging.WARNING, f"exifguard: BLOCKED upload to {escape(host)}: "
-                                                       f"{escape('; '.join(rw.blockers))}"))
         elif decision.outcome is Outcome.FORWARD_CLEANED and rw.changed:
             new_head = HTTPHead.parse(head.raw)
             body = raw
-            if rw.body is not decoded.body and rw.body != decoded.body:
-                body = codings.encode(rw.body, decoded) if decoded.codings else rw.body
+            if result.raw_body is not None:
+                body = result.raw_body
                 if "chunked" not in new_head.headers.tokens("transfer-encoding"):
                     new_head.headers.set("Content-Length", str(len(body)))
             for k, v in rw.set_headers.items():
@@ -306,41 +300,15 @@ class Reqmod:
             verdict = Verdict("modified", head=new_head, body=body)
         else:
             verdict = Verdict.unchanged()
-        if decision.warning:
-            verdict.lines.append((logging.WARNING, f"exifguard: WARNING {escape(host)}"
-                                                   f"{escape(strip_query(head.path()), 80)}: "
-                                                   f"{escape(decision.warning)}"))
-        self._reports(verdict, rw, decision, host, head, client)
-        return verdict
-
-    def _reports(self, verdict: Verdict, rw: RequestRewrite, decision: policy.Decision, host: str,
-                 head: HTTPHead, client: Client) -> None:
-        request_id = uuid.uuid4().hex
-        blocker_reason = "; ".join(rw.blockers) or None
-        for img, action in zip(rw.images, decision.actions):
-            error = img.error or (blocker_reason if action in (Action.BLOCKED, Action.PASSED) else None)
-            r = img.result
-            values: list[tuple[str, str]] = []
-            if self.config.log_values and r is not None:
-                for rem in r.removed:
-                    values.extend(rem.values)
-            line = image_line(host=host, action=action.value, fmt=img.format, size=img.size,
-                              removed=r.removed if r is not None else (), kept=r.kept if r is not None else (),
-                              error=error, values=values)
-            level = logging.WARNING if action in (Action.BLOCKED, Action.PASSED) else logging.INFO
-            verdict.lines.append((level, line))
-            setattr(self.counters, action.value, getattr(self.counters, action.value) + 1)
+        for line in (result.blocked_line, result.warning_line):
+            if line:
+                verdict.lines.append((logging.WARNING, line))
+        for r in result.reports:
+            verdict.lines.append((logging.WARNING if r.warns else logging.INFO, r.line))
+            setattr(self.counters, r.action.value, getattr(self.counters, r.action.value) + 1)
             if self.audit is not None:
-                rec = ImageRecord(host=host, path=head.path(), method=head.method, request_id=request_id,
-                                  carrier=img.carrier, format=img.format, input_bytes=img.size,
-                                  action=action.value, result=r, error=error, filename=img.filename)
-                d = rec.to_dict(with_values=self.audit.with_values)
-                d["via"] = "icap"
-                if client.client_ip:
-                    d["client_ip"] = client.client_ip
-                if client.user:
-                    d["user"] = client.user
-                verdict.audit_records.append(d)
+                verdict.audit_records.append(r.record.to_dict(with_values=self.audit.with_values))
+        return verdict
 
     def emit(self, verdict: Verdict) -> None:
         """Event loop: the prepared log lines and audit records (an audit failure is logged)."""

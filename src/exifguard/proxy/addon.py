@@ -54,7 +54,8 @@ from . import decode as codings
 from . import policy
 from .audit import AuditLog, ImageRecord, strip_query
 from .hosts import HostSet, Match, normalise_host
-from .logline import escape, image_line
+from .inspect import Refused, Settings, Upload, inspect_upload
+from .logline import escape
 from .policy import Action, Mode, OnError, Outcome
 from .workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed, tune_malloc
 
@@ -228,17 +229,11 @@ class _Checked:
     body_changed: bool
     raw_body: bytes | None = None
     """The cleaned body encoded with the request's Content-Encoding (when body_changed)."""
+    blocked_line: str | None = None
+    warning_line: str | None = None
 
 
-@dataclass(frozen=True)
-class _Refused:
-    """The worker thread could not inspect the body (it did not decode)."""
-    reason: str
-    status: int | None = None
-    strict: bool = False
-    """True: exifguard_on_error=pass does not forward it (see the module docstring)."""
-    counter: str = "refused_undecodable"
-    headers: tuple[tuple[str, str], ...] = ()
+_Refused = Refused  # the shared "could not inspect" outcome (proxy/inspect.py)
 
 
 class Exifguard:
@@ -500,8 +495,6 @@ class Exifguard:
                                                     f"({type(exc).__name__})")
         if isinstance(checked, _Refused):
             return self._cannot_inspect(flow, watch, checked)
-        if isinstance(checked, Exception):
-            raise checked  # applying the policy failed: request() fails closed
         if checked is None:  # no image, nothing blocking
             return
         decision = checked.decision
@@ -520,85 +513,44 @@ class Exifguard:
                     req.headers["content-length"] = str(len(checked.raw_body))
             for k, v in rw.set_headers.items():
                 req.headers[k] = v
-        if decision.warning:
-            log.warning("exifguard: WARNING %s%s: %s", escape(watch.host),
-                        escape(strip_query(watch.path), 80), escape(decision.warning))
-        if decision.outcome is Outcome.RESPOND and not rw.images:
-            log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host),
-                        escape("; ".join(rw.blockers)))
+        if checked.warning_line:
+            log.warning(checked.warning_line)
+        if checked.blocked_line:
+            log.warning(checked.blocked_line)
         for report in checked.reports:
             self._report(report, checked.audit)
 
     def _check(self, rewrite: RewriteFn, method: str, url: str, headers: list[tuple[str, str]], raw: bytes,
                encoding: str, limit: int, options: Any, request_id: str, watch: _Watch,
                log_values: bool) -> tuple[Any, Any]:
-        """Worker thread: decode, the rewrite, then everything heavy about its outcome.
+        """Worker thread: the shared inspection (proxy/inspect.py), then the audit lines.
 
         Returns (rewrite, checked): checked is None when there is nothing to decide, a
-        `_Refused` when the body does not decode within the limit, a `_Checked` (decision,
-        log lines, audit lines with the sha256 of each output, the cleaned body encoded
-        as it came), or the exception raised while preparing it, re-raised on the event
-        loop so it fails closed exactly as a policy error there would.  Nothing here
-        touches the flow.
+        `Refused` when the body does not decode within the limit, or a `_Checked`
+        (decision, log lines, audit lines with the sha256 of each output, the cleaned body
+        encoded as it came).  Exceptions propagate: the caller fails closed on them.
+        Nothing here touches the flow.
         """
-        try:
-            decoded = codings.decode(raw, encoding, limit=limit, deadline=options.deadline)
-        except codings.InflatesTooLarge as exc:
-            return None, _Refused(str(exc), 413, counter="refused_too_large")
-        except codings.DecodeDeadline:
-            raise InspectionTimeout("the inspection deadline passed while decoding the upload") from None
-        except codings.UnsupportedEncoding as exc:
-            return None, _Refused(str(exc), 415, headers=(("accept-encoding", "gzip, deflate, br, zstd"),))
-        except codings.DecodeError as exc:
-            return None, _Refused(f"{exc}; it could not be inspected")
-        body = decoded.body
-        rw = rewrite(method, url, headers, body, options)
-        if getattr(rw, "timed_out", False) or (rw.blockers and not rw.images and options.deadline is not None
-                                                and time.monotonic() > options.deadline):
-            # the carrier layer stopped at the deadline: the same strict refusal as when
-            # the event loop stops waiting first (not forwarded even with on_error=pass)
-            raise InspectionTimeout("the inspection did not finish before its deadline")
-        try:
-            if not rw.images and not rw.blockers:
-                return rw, None
-            checked = self._prepare(rw, body, request_id, watch, log_values)
-            if checked.body_changed:
-                new_raw = codings.encode(rw.body, decoded) if decoded.codings else rw.body
-                checked = dataclasses.replace(checked, raw_body=new_raw)
-            return rw, checked
-        except Exception as exc:  # noqa: BLE001 - handed to the event loop, see above
-            return rw, exc
-
-    def _prepare(self, rw: Any, body: bytes, request_id: str, watch: _Watch, log_values: bool) -> _Checked:
-        states = [policy.ImageState(ok=i.result is not None and not i.error, error=i.error)
-                  for i in rw.images]
-        decision = policy.decide(self.mode, self.on_error, states, rw.blockers)
+        upload = Upload(method=method, url=url, host=watch.host, path=watch.path, headers=headers, raw=raw,
+                        encoding=encoding, request_id=request_id, selftest=watch.selftest_port is not None)
+        settings = Settings(mode=self.mode, on_error=self.on_error, limit=limit, log_values=log_values)
+        result = inspect_upload(upload, options, settings, rewrite)
+        if isinstance(result, Refused):
+            return None, result
+        if result.decision is None:
+            return result.rewrite, None
         audit = self.audit
-        blocker_reason = "; ".join(rw.blockers) or None
         reports = []
-        for img, action in zip(rw.images, decision.actions):
-            error = img.error or (blocker_reason if action in (Action.BLOCKED, Action.PASSED) else None)
-            r = img.result
-            values: list[tuple[str, str]] = []
-            if log_values and r is not None:
-                for rem in r.removed:
-                    values.extend(rem.values)
-            line = image_line(host=watch.host, action=action.value, fmt=img.format, size=img.size,
-                              removed=r.removed if r is not None else (),
-                              kept=r.kept if r is not None else (), error=error, values=values)
-            rec = ImageRecord(host=watch.host, path=watch.path, method=watch.method,
-                              request_id=request_id, carrier=img.carrier, format=img.format,
-                              input_bytes=img.size, action=action.value, result=r, error=error,
-                              filename=img.filename, selftest=watch.selftest_port is not None)
+        for r in result.reports:
             audit_line = None
             if audit is not None:
                 try:
-                    audit_line = audit.encode(rec)
+                    audit_line = audit.encode(r.record)
                 except (OSError, ValueError):
                     audit_line = None  # encoded again on the event loop, which logs the failure
-            reports.append(_Report(action, line, rec, audit_line))
-        changed = decision.outcome is Outcome.FORWARD_CLEANED and rw.body is not body and rw.body != body
-        return _Checked(decision, tuple(reports), audit, changed)
+            reports.append(_Report(r.action, r.line, r.record, audit_line))
+        return result.rewrite, _Checked(result.decision, tuple(reports), audit, result.raw_body is not None,
+                                        result.raw_body, result.blocked_line, result.warning_line)
 
     def _report(self, report: _Report, audit: AuditLog | None) -> None:
         """Event loop: count, log the prepared line, append the prepared audit record."""

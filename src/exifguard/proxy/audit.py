@@ -52,6 +52,8 @@ class ImageRecord:
     error: str | None = None
     filename: str | None = None
     selftest: bool = False
+    extra: tuple[tuple[str, str], ...] = ()
+    """Who and how, where the front end knows it (ICAP: ``via``, ``client_ip``, ``user``)."""
 
     def to_dict(self, *, with_values: bool = False, time: str | None = None) -> dict[str, Any]:
         r = self.result
@@ -80,6 +82,8 @@ class ImageRecord:
         }
         if self.selftest:
             d["selftest"] = True
+        for k, v in self.extra:
+            d.setdefault(k, v)
         if with_values and self.filename:
             d["filename"] = self.filename
         return d

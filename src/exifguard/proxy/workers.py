@@ -172,8 +172,11 @@ class InspectionPool(Generic[T]):
     def __init__(self, workers: int | None = None, queue: int = 64, *,
                  trim: Callable[[], Any] | None = malloc_trim, trim_delay: float = TRIM_DELAY,
                  large_bytes: int = LARGE_BYTES, collect: Callable[[], Any] | None = gc.collect,
-                 trim_min_interval: float = TRIM_MIN_INTERVAL) -> None:
+                 trim_min_interval: float = TRIM_MIN_INTERVAL,
+                 bounds_hint: str = "exifguard_workers / exifguard_queue") -> None:
         self.workers = workers or default_workers()
+        self.bounds_hint = bounds_hint
+        """How the person sets the bounds (named in the busy message)."""
         self.queue = max(0, queue)
         self.stats = PoolStats()
         self._trim = trim
@@ -227,7 +230,7 @@ class InspectionPool(Generic[T]):
         if len(self._waiters) >= self.queue:
             self.stats.busy_refusals += 1
             raise Busy(f"{self.stats.running} uploads are being inspected and {len(self._waiters)} are "
-                       "waiting (exifguard_workers / exifguard_queue)")
+                       f"waiting ({self.bounds_hint})")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         self.stats.waiting = len(self._waiters)
