@@ -630,3 +630,15 @@ def test_hash_of_the_compressed_bytes_blocks_instead_of_being_recomputed_wrongly
     assert forwarded(rw)
     assert {k.lower(): v for k, v in rw.set_headers.items()}["content-md5"] == \
         base64.b64encode(hashlib.md5(rw.body).digest()).decode()
+
+
+def test_c6_embedded_heif_extent_covers_a_vendor_box_after_mdat():
+    """A well-formed top-level box of any type after an embedded HEIF belongs to the file
+    (Samsung writes 'sefd' there), so the engine cleans it rather than the wrapper keeping it."""
+    def box(t: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", 8 + len(payload)) + t + payload
+    heif = box(b"ftyp", b"heic\x00\x00\x00\x00mif1heic") + box(b"meta", bytes(20)) + box(b"mdat", bytes(16))
+    vendor = box(b"sefd", b"Camera_Info" + MARK)
+    body = b"\x00\x01" + heif + vendor + b"\x1a\x03end"
+    c = embedded.first_candidate(body)
+    assert c is not None and c.format == "HEIC" and c.end == 2 + len(heif) + len(vendor)

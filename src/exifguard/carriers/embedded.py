@@ -215,8 +215,8 @@ def _probe_webp(data: bytes, pos: int, hi: int) -> Candidate | None:
     return Candidate(pos, "WEBP", end)
 
 
-#: Top-level boxes of HEIF/AVIF/JXL files and their usual neighbours: a box of another type
-#: after the image means the wrapper resumes there.
+#: Top-level boxes of HEIF/AVIF/JXL files and their usual neighbours; a box of another type
+#: counts as part of the file too when it is well formed (see `_walk_boxes`).
 _TOP_BOXES = frozenset([b"ftyp", b"meta", b"mdat", b"free", b"skip", b"moov", b"uuid", b"wide",
                         b"pdin", b"moof", b"mfra", b"styp", b"sidx", b"ssix", b"prft", b"idat",
                         b"jxlc", b"jxlp", b"jxll", b"jxli", b"jbrd", b"Exif", b"xml ", b"jumb",
@@ -228,7 +228,10 @@ def _walk_boxes(data: bytes, pos: int, hi: int, fmt: str) -> Candidate:
     boxes = 0
     while i + 8 <= hi:
         size, btype = struct.unpack_from(">I4s", data, i)
-        if btype not in _TOP_BOXES:
+        if btype not in _TOP_BOXES and not (all(0x20 <= c <= 0x7E for c in btype) and 8 <= size <= hi - i):
+            # not a box at all: the wrapper resumes here.  Any well-formed box (printable
+            # type, size inside the data) still belongs to the file, as the engine sees it:
+            # a vendor box after mdat (Samsung 'sefd') is metadata the engine removes.
             break
         if size == 1:
             if i + 16 > hi:
