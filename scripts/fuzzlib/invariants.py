@@ -83,11 +83,18 @@ class Guard:
         self.rss_limit_kb = rss_growth_mb * 1024
         self.base_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.can_alarm = hasattr(signal, "setitimer")
+        self._old_alarm = None
         if self.can_alarm:
             try:
-                signal.signal(signal.SIGALRM, _alarm)
+                self._old_alarm = signal.signal(signal.SIGALRM, _alarm)
             except ValueError:  # not the main thread
                 self.can_alarm = False
+
+    def close(self) -> None:
+        """Give SIGALRM back to whoever had it (pytest plugins, a caller's own timer)."""
+        if self.can_alarm and self._old_alarm is not None:
+            signal.signal(signal.SIGALRM, self._old_alarm)
+            self.can_alarm = False
 
     def __enter__(self) -> "Guard":
         if self.can_alarm:

@@ -427,12 +427,27 @@ class Fuzzer:
 
         def _term(signum, frame):  # SIGTERM: stop after this input and print the summary
             stop_now.append(signum)
+        old_term = None
         try:
-            signal.signal(signal.SIGTERM, _term)
+            old_term = signal.signal(signal.SIGTERM, _term)
         except ValueError:  # not the main thread
             pass
+        try:
+            self._loop(start, stop, last_progress, stop_now)
+        finally:  # a library caller (the CI test) gets its signal handlers back
+            if old_term is not None:
+                signal.signal(signal.SIGTERM, old_term)
+            self.guard.close()
+        self.flush_oracle()
+        self.summary.seconds = time.monotonic() - start
+        self.summary.coverage = len(self.cov)
+        self.summary.queue = {"engine": len(self.engine_q), "carriers": len(self.carrier_q)}
+        return self.summary
+
+    def _loop(self, start: float, stop: float | None, last_progress: float, stop_now: list) -> None:
+        cfg = self.cfg
+        targets = [t for t in cfg.targets if t in ("engine", "carriers")]
         weights = {"engine": 0.55, "carriers": 0.45}
-        targets = [t for t in cfg.targets if t in weights]
         while True:
             now = time.monotonic()
             if (stop is not None and now >= stop) or stop_now:
@@ -456,11 +471,6 @@ class Fuzzer:
                 print(f"fuzz: {now - start:.0f} s, {s.total} execs ({s.total / (now - start):.1f}/s), "
                       f"{len(self.cov)} arcs, queue {len(self.engine_q)}/{len(self.carrier_q)}, "
                       f"{len(s.findings)} findings", flush=True)
-        self.flush_oracle()
-        self.summary.seconds = time.monotonic() - start
-        self.summary.coverage = len(self.cov)
-        self.summary.queue = {"engine": len(self.engine_q), "carriers": len(self.carrier_q)}
-        return self.summary
 
 
 def run(cfg: Config) -> Summary:

@@ -10,6 +10,8 @@ an entry when its fix lands (the test then guards it).
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from fuzzlib import oracle
@@ -28,8 +30,12 @@ def _unexpected(summary) -> list[str]:
             for f in summary.bugs if not any(k in f.violation.signature for k in KNOWN_OPEN)]
 
 
+HANDLERS_BEFORE: dict[int, object] = {}
+
+
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
+    HANDLERS_BEFORE.update({s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGALRM)})
     cfg = Config(seconds=None, execs=EXECS, seed=SEED, use_corpus=False, out=tmp_path_factory.mktemp("fuzz"),
                  trace_rate=0.25, exiftool_every=30, minimize_seconds=3.0, quiet=True)
     return Fuzzer(cfg).run()
@@ -49,3 +55,10 @@ def test_short_pass_exercised_both_targets_and_the_oracle(short_run) -> None:
     assert short_run.queue["engine"] > short_run.seeds
     if oracle.available():
         assert short_run.exiftool_checked > 0
+
+
+def test_short_pass_gives_the_signal_handlers_back(short_run) -> None:
+    """The fuzzer catches SIGTERM (to print its summary) and uses SIGALRM (hang guard); run
+    inside pytest it must restore both, or CI could no longer stop or time out the suite."""
+    for sig, before in HANDLERS_BEFORE.items():
+        assert signal.getsignal(sig) == before
