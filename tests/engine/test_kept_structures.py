@@ -1186,3 +1186,29 @@ def test_png_split_image_data_that_inflates_past_the_image_size_is_refused_quick
     data = png[:8] + b"".join(parts)
     with pytest.raises(ScrubError, match="split"):
         scrub(data)
+
+
+# -- a kept Orientation is not reported as removed (request L1) ------------------------------------
+
+def test_kept_orientation_is_not_listed_as_removed() -> None:
+    jpeg = jb.splice(jb.base_jpeg(), [jb.exif_app1(CANARY, orientation=6)])
+    res = scrub(jpeg)
+    exif = next(r for r in res.removed if r.carrier == "APP1 Exif")
+    assert "Orientation" not in exif.tags and "Make" in exif.tags
+    assert ("orientation", "6") in [(k.what, k.detail) for k in res.kept]
+    gone = scrub(jpeg, keep_orientation=False)
+    assert "Orientation" in next(r for r in gone.removed if r.carrier == "APP1 Exif").tags
+    xmp_only = jb.splice(jb.base_jpeg(), [jb.xmp_app1(CANARY, orientation=8)])
+    assert "Orientation" not in next(r for r in scrub(xmp_only).removed if r.carrier == "XMP").tags
+    # PNG: eXIf with Orientation 6 (Pillow writes it from an Exif object)
+    im = Image.new("RGB", (8, 5))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Maker"
+    buf = io.BytesIO()
+    im.save(buf, "PNG", exif=exif)
+    res = scrub(buf.getvalue())
+    removed = next(r for r in res.removed if r.carrier == "PNG eXIf")
+    assert "Orientation" not in removed.tags and "Make" in removed.tags
+    assert "Orientation" in next(r for r in scrub(buf.getvalue(), keep_orientation=False).removed
+                                 if r.carrier == "PNG eXIf").tags

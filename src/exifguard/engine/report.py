@@ -139,6 +139,19 @@ class Findings:
         cats = frozenset(categories) if categories else categories_for(carrier, tags_t)
         self.removed.append(Removal(carrier, offset, length, tags_t, cats, tuple(values)))
 
+    def kept_from(self, offset: int, tag: str) -> None:
+        """`tag` of the structure removed at `offset` was written back (e.g. Orientation
+        into a fresh minimal Exif): it was not removed, so the report stops listing it."""
+        from .categories import categories_for
+        for k, r in enumerate(self.removed):
+            if r.offset == offset and tag in r.tags:
+                tags = tuple(t for t in r.tags if t != tag)
+                cats = r.categories
+                if cats == categories_for(r.carrier, r.tags):  # derived, not given: derive again
+                    cats = categories_for(r.carrier, tags)
+                self.removed[k] = Removal(r.carrier, r.offset, r.length, tags, cats,
+                                          tuple(v for v in r.values if v[0] != tag))
+
     def keep(self, what: str, detail: str = "") -> None:
         if not any(k.what == what and k.detail == detail for k in self.kept):
             self.kept.append(Kept(what, detail))

@@ -388,6 +388,8 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             orientation = None
         if orientation is None:
             target = None
+    # the block whose Orientation is written back: its Orientation is kept, not removed
+    source = (first_exif if exif_orient is not None else first_xmp) if target is not None else None
 
     # Frame type and colour profile, decided before any segment is written: DAC may
     # precede the frame header, and ICC is one profile spread over many segments.
@@ -505,6 +507,8 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
         if preserve:  # neutralise in place: APP15, same length field, zero payload
             pieces.append(b"\xff\xef" + data[s + 2:s + 4] + bytes(e - s - 4))
 
+    if source is not None:
+        findings.kept_from(source[0], "Orientation")
     if icc_segments:
         findings.keep("colour profile", f"ICC ({icc_segments} segment{'s' * (icc_segments > 1)})")
     if walk.eoi_end is None:

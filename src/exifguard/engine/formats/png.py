@@ -435,6 +435,9 @@ def scrub(data: bytes, options: ScrubOptions, findings: Findings) -> bytes:
             findings.remove("data after IEND", iend_end, tail)
         if options.preserve_length:
             out.pieces.append(bytes(tail))
+    if host is not None and source is not None:
+        # the Orientation written back into the minimal eXIf was kept, not removed
+        findings.kept_from(chunks[source].offset, "Orientation")
     return b"".join(out.pieces)
 
 
