@@ -53,14 +53,19 @@ def test_mitmdump_found_and_certs_default():
 
 
 def test_repo_addon_script_is_the_packaged_one():
-    """addons/exifguard_addon.py (hand-run mitmdump) and the script `exifguard run` passes share
-    their code: the guard's install() and the fail-closed fallback."""
+    """addons/exifguard_addon.py (hand-run mitmdump) runs the very script `exifguard run` passes
+    (the guard's install() and the fail-closed fallback live there only)."""
+    import runpy
     root = Path(__file__).resolve().parents[2]
-    repo = (root / "addons" / "exifguard_addon.py").read_text()
-    packaged = cli.script_path().read_text()
-    body = lambda t: t[t.index('"""', 3) + 3:].strip()  # noqa: E731 - code after the docstring
-    assert body(repo) == body(packaged)
-    assert "from exifguard.proxy.guard import install" in repo and "addons = install()" in repo
+    repo = root / "addons" / "exifguard_addon.py"
+    packaged = cli.script_path()
+    assert "from exifguard.proxy.guard import install" in packaged.read_text()
+    assert "addons = install()" in packaged.read_text()
+    assert "mitmdump_script.py" in repo.read_text() and "runpy.run_path" in repo.read_text()
+    script = repo.parent.parent / "src" / "exifguard" / "proxy" / "mitmdump_script.py"
+    assert script.resolve() == packaged.resolve()
+    loaded = runpy.run_path(str(repo))["addons"]
+    assert [type(a).__name__ for a in loaded] == [type(a).__name__ for a in runpy.run_path(str(packaged))["addons"]]
 
 
 def test_run_options_lists_exifguard_options(capsys):
