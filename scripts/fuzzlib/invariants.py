@@ -404,6 +404,13 @@ def check_carriers(method: str, url: str, headers: list[tuple[str, str]], body: 
                     kind, place = classify(img.result.data, ih, markers)
                     seen = f"engine-kept:{img.result.format}:{place}"
                     break
+                if img.result is not None and img.span and raw_at:
+                    a, b = img.span  # a canary straddling the image's end: judge its inside part
+                    inside = [k - a for k in raw_at if a <= k < b]
+                    if inside and region_at(img.result.data, inside[0]) in PIXEL_KINDS:
+                        kind = "canary-pixel"
+                        seen = f"engine-kept:{img.result.format}:{region_at(img.result.data, inside[0])}"
+                        break
             if kind == "canary" and wrapped_image is not None and not n_img:
                 # not found: would the engine have kept the canary anyway (pixel data)?
                 from exifguard import ScrubError, scrub
