@@ -21,7 +21,6 @@ SEED = 20261205
 EXECS = 30_000
 
 KNOWN_OPEN: tuple[str, ...] = (
-    ":image-found:ISOBMFF",  # embedded HEIC: a box after mdat passes unless recognised (fuzz-findings C6)
     ":image-unseen:BMP",  # embedded BMP with bfSize 0 not found (C7)
 )
 
