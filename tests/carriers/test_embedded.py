@@ -642,3 +642,12 @@ def test_c6_embedded_heif_extent_covers_a_vendor_box_after_mdat():
     body = b"\x00\x01" + heif + vendor + b"\x1a\x03end"
     c = embedded.first_candidate(body)
     assert c is not None and c.format == "HEIC" and c.end == 2 + len(heif) + len(vendor)
+
+
+def test_c7_embedded_bmp_with_a_zero_file_size_is_delimited_by_its_headers():
+    img = bytearray(_bmp())
+    n = len(img)
+    struct.pack_into("<I", img, 2, 0)  # bfSize 0: readers ignore it
+    body = b"see: " + bytes(img) + b" (end)"
+    c = embedded.first_candidate(body)
+    assert c is not None and (c.format, c.start, c.end) == ("BMP", 5, 5 + n)

@@ -269,11 +269,36 @@ def _probe_bmp(data: bytes, pos: int, hi: int) -> Candidate | None:
     if pos + 26 > hi:
         return None
     size, _reserved, offset, dib = struct.unpack_from("<IIII", data, pos + 2)
-    if dib not in (12, 40, 52, 56, 64, 108, 124) or size < 14 + dib or not 14 + dib <= offset <= size:
+    if dib not in (12, 40, 52, 56, 64, 108, 124) or offset < 14 + dib:
+        return None
+    if size == 0:  # readers ignore bfSize: work the end out from the headers
+        return _bmp_by_headers(data, pos, hi, offset, dib)
+    if size < 14 + dib or offset > size:
         return None
     if pos + size > hi:
         return Candidate(pos, "BMP", None, "the BMP is cut off (file size past the data)")
     return Candidate(pos, "BMP", pos + size)
+
+
+def _bmp_by_headers(data: bytes, pos: int, hi: int, offset: int, dib: int) -> Candidate | None:
+    """The extent of a BMP whose file-size field is 0: pixel data, and a V5 profile."""
+    if dib == 12 or pos + 14 + 40 > hi:
+        return None
+    width, height, planes, bpp, compression, image_size = struct.unpack_from("<iiHHII", data, pos + 18)
+    if planes != 1 or bpp not in (1, 4, 8, 16, 24, 32) or width <= 0 or height == 0:
+        return None
+    if image_size == 0:
+        if compression not in (0, 3, 6):  # only uncompressed rows have a size we can compute
+            return Candidate(pos, "BMP", None, "a compressed BMP does not say where it ends")
+        image_size = ((width * bpp + 31) // 32) * 4 * abs(height)
+    end = offset + image_size
+    if dib == 124 and pos + 14 + 124 <= hi:
+        profile_at, profile_size = struct.unpack_from("<II", data, pos + 14 + 112)
+        if profile_size:
+            end = max(end, 14 + profile_at + profile_size)
+    if pos + end > hi:
+        return Candidate(pos, "BMP", None, "the BMP is cut off (its pixel data runs past the data)")
+    return Candidate(pos, "BMP", pos + end)
 
 
 # TIFF: the extent is the furthest byte any IFD, value or strip/tile points at.
