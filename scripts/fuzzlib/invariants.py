@@ -162,12 +162,52 @@ def _raw_deflate_streams(data: bytes, limit: int = 64) -> list[bytes]:
     return [s for s in out if s]
 
 
+def _partial_zlib_streams(data: bytes, limit: int = 256) -> list[bytes]:
+    """What a lenient inflater recovers from zlib streams that break off or turn corrupt:
+    `canary.find` drops a stream on its first error, but the text before the error is there
+    for anyone to read."""
+    out: list[bytes] = []
+    i, n = 0, len(data)
+    while len(out) < limit:
+        j = data.find(b"\x78", i)
+        if j < 0 or j + 1 >= n:
+            break
+        i = j + 1
+        if (data[j] << 8 | data[j + 1]) % 31:
+            continue
+        got = _inflate_until_error(data, j, 4096)
+        if got is None:  # broke inside the first pieces: again in small steps, near the start
+            got = _inflate_until_error(data[:j + 65536], j, 16)
+        if got:
+            out.append(got)
+    return out
+
+
+def _inflate_until_error(data: bytes, j: int, step: int) -> bytes | None:
+    """Inflate from `j` feeding `step` bytes at a time; the output before an error, or None
+    when the error came before any output."""
+    d = zlib.decompressobj()
+    parts: list[bytes] = []
+    total = 0
+    try:
+        for k in range(j, min(len(data), j + canary.MAX_INFLATE), step):
+            got = d.decompress(data[k:k + step], canary.MAX_INFLATE - total)
+            parts.append(got)
+            total += len(got)
+            if d.eof or total >= canary.MAX_INFLATE:
+                break
+    except zlib.error:
+        if not total:
+            return None
+    return b"".join(parts)
+
+
 def find_markers(data: bytes, markers: tuple[bytes, ...] | list[bytes]) -> list[str]:
     """Every place a marker survives in an image output: 'MARKER-prefix:raw@12', ..."""
     hits: list[str] = []
     if not markers:
         return hits
-    extra = _raw_deflate_streams(data)
+    extra = _raw_deflate_streams(data) + _partial_zlib_streams(data)
     for m in markers:
         for h in canary.find(data, m):
             hits.append(f"{m[:6].decode('latin-1')}…:{h}")
@@ -253,8 +293,9 @@ def classify(data: bytes, hits: list[str], markers: tuple[bytes, ...]) -> tuple[
     at = _first_offset(data, hits, markers)
     place = region_at(data, at) if at is not None else hits[0].split(":", 1)[1].split("@")[0]
     pixel = place in PIXEL_KINDS or (
-        # a palette image's PLTE holds its colours (image data); elsewhere PLTE is only a hint
-        place == "PLTE" and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] == 3)
+        # a palette image's PLTE holds its colours and tRNS one alpha per colour (image data);
+        # elsewhere PLTE is only a hint and tRNS a single colour key
+        place in ("PLTE", "tRNS") and data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 25 and data[25] == 3)
     return ("canary-pixel" if pixel else "canary"), place
 
 
