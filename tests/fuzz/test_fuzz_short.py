@@ -20,9 +20,7 @@ from fuzzlib.runner import Config, Fuzzer
 SEED = 20261205
 EXECS = 30_000
 
-KNOWN_OPEN: tuple[str, ...] = (
-    ":image-unseen:BMP",  # embedded BMP with bfSize 0 not found (C7)
-)
+KNOWN_OPEN: tuple[str, ...] = ()
 
 
 def _unexpected(summary) -> list[str]:
