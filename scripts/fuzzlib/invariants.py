@@ -60,7 +60,7 @@ class Violation:
 
 
 REVIEW_KINDS = frozenset({"canary-pixel", "exiftool-unlisted", "length-changed", "canary-outside-image",
-                          "canary-past-image-end"})
+                          "canary-past-image-end", "canary-misaligned-base64"})
 PIXEL_KINDS = frozenset({"IDAT", "fdAT", "scan", "VP8 ", "VP8L", "ALPH", "image", "jxlc", "jxlp", "mdat",
                          "pixels", "idat", "palette",
                          "FFDB", "FFC4"})  # JPEG quantisation/Huffman tables: their values decide pixels
@@ -251,7 +251,9 @@ def find_markers_deep(body: bytes, markers: tuple[bytes, ...] | list[bytes]) -> 
                         raw = (base64.urlsafe_b64decode if alt else base64.b64decode)(part)
                     except (binascii.Error, ValueError):
                         continue
-                    hits += [f"base64@{m.start() + shift}>{h}" for h in plain(find_markers(raw, markers))]
+                    # "~": only readable when decoding from inside the run (misaligned text)
+                    tag = f"base64@{m.start() + shift}" + ("~" if shift else "")
+                    hits += [f"{tag}>{h}" for h in plain(find_markers(raw, markers))]
     return sorted(set(hits))
 
 
@@ -437,6 +439,8 @@ def check_carriers(method: str, url: str, headers: list[tuple[str, str]], body: 
             past = bool(raw_at) and image_end is not None and min(raw_at) >= image_end
             seen = "past-image-end" if past else ("image-found" if n_img else "image-unseen")
             kind = "canary-past-image-end" if past else "canary"
+            if all("~>" in h for h in hits):
+                kind = "canary-misaligned-base64"  # no decoder reading the run from its start sees it
             if outside and not past:  # the carrier delimited the image(s); the canary lies outside
                 kind = "canary-outside-image"
             for img in rw.images:  # the engine kept it inside a cleaned image: say where

@@ -118,7 +118,11 @@ def privacy_tags(bad: list[str], tags: dict, markers: tuple[bytes, ...] = ()) ->
     rules: GPS, serials, names, times, device, text) or whose value holds a canary."""
     from exifguard.engine.categories import category_of_tag
     out = []
+    ojpeg = str(tags.get("IFD0:Compression", "")).startswith("JPEG (old-style)")
     for key in bad:
+        if ojpeg and key in ("IFD0:OtherImage", "IFD0:OtherImageStart", "IFD0:OtherImageLength") and not any(
+                m.decode("latin-1") in str(tags.get(key, "")) for m in markers):
+            continue  # an old-style JPEG TIFF's image data is its IFD0 "OtherImage": the picture itself
         value = str(tags.get(key, ""))
         if category_of_tag(key.split(":", 1)[-1]) is not None or any(
                 m.decode("latin-1") in value for m in markers):
