@@ -176,8 +176,8 @@ def _partial_zlib_streams(data: bytes, limit: int = 256) -> list[bytes]:
         if (data[j] << 8 | data[j + 1]) % 31:
             continue
         got = _inflate_until_error(data, j, 4096)
-        if got is None:  # broke inside the first pieces: again in small steps, near the start
-            got = _inflate_until_error(data[:j + 65536], j, 16)
+        if got is None:  # broke inside the first piece: again byte by byte, near the start (random
+            got = _inflate_until_error(data[:j + 1024], j, 1)  # headers fail within a few bytes)
         if got:
             out.append(got)
     return out
@@ -434,7 +434,8 @@ def check_carriers(method: str, url: str, headers: list[tuple[str, str]], body: 
                     raw_at.append(z)
                     hits = [h for h in hits if not h.split(":", 1)[-1].startswith("zlib>")] + [f"zlib@{z}"]
             spans = [i.span for i in rw.images if i.span]
-            outside = bool(raw_at) and bool(spans) and len(raw_at) == len(hits) and all(
+            direct = [h for h in hits if not h.startswith(("decoded>", "base64@"))]
+            outside = bool(raw_at) and bool(spans) and len(raw_at) == len(direct) and all(
                 not any(a <= k < b for a, b in spans) for k in raw_at)
             past = bool(raw_at) and image_end is not None and min(raw_at) >= image_end
             seen = "past-image-end" if past else ("image-found" if n_img else "image-unseen")
