@@ -651,3 +651,9 @@ def test_c7_embedded_bmp_with_a_zero_file_size_is_delimited_by_its_headers():
     body = b"see: " + bytes(img) + b" (end)"
     c = embedded.first_candidate(body)
     assert c is not None and (c.format, c.start, c.end) == ("BMP", 5, 5 + n)
+
+
+@pytest.mark.parametrize("tail", [b"Exif\x00\x00MM\x00*" + MARK, b"<x:xmpmeta xmlns:x='adobe:ns:meta/'>" + MARK])
+def test_raw_exif_or_xmp_behind_an_embedded_image_blocks(tail):
+    rw = rewrite(b"\x00\x01" + tiff() + bytes(3000) + tail + b"wrapper")
+    assert not forwarded(rw)

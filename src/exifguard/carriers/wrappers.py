@@ -300,9 +300,10 @@ def _with_end(ent: ZipEntry, by_name: dict[bytes, list[CentralRecord]], hi: int)
 
 #: What a phone or an editor appends after an image's end (Samsung's SEFH..SEFT block with
 #: capture times and the mobile country, Photoshop's AXS! tail with IPTC, a PNG's
-#: aCropalypse tail ending in a second IEND).  Searched right after an embedded image.
+#: aCropalypse tail ending in a second IEND), and raw Exif or XMP left behind the image's
+#: declared end.  Searched right after an embedded image.
 _TRAILER_MARKS = (b"SEFH", b"SEFT", b"Image_UTC_Data", b"MCC_Data", b"AXS!", b"IEND\xaeB`\x82",
-                  b"MotionPhoto_Data")
+                  b"MotionPhoto_Data", b"Exif\x00\x00", b"<x:xmpmeta", b"http://ns.adobe.com/xap/1.0/")
 _TRAILER_REACH = 1 << 20
 #: Brands of a video appended after a photo (Google/Samsung motion photos).
 _VIDEO_FTYP = re.compile(rb"ftyp(?:mp4|isom|iso[2-9]|qt  |avc1|M4V )")
