@@ -604,6 +604,7 @@ def build_load(n: int, *, seed: int = 1, variants: int = 4, max_side: int = 4096
         shape = shapes[i % len(shapes)]
         if fault_every and i % fault_every == fault_every - 1:
             fault = LOAD_FAULTS[(i // fault_every) % len(LOAD_FAULTS)]
+            shape = shapes[(i // fault_every) % len(shapes)]  # every shape, whatever fault_every is
             img = make_image("JPEG", f"{MARK_PREFIX}-load-fault", seed=i, fault=fault)
             up = SHAPES[shape](img, "JPEG", i, " " + trigger(fault).decode())
             items.append(LoadItem(up, True, ("JPEG", -2)))
