@@ -210,7 +210,7 @@ _RealBrotli = brotli.Decompressor
 
 
 class _CappedBrotli:
-    """brotli >= 1.2's Decompressor API (max_output_length, can_accept_more_data), emulated
+    """brotli >= 1.2's Decompressor API (output_buffer_limit, can_accept_more_data), emulated
     over the installed one, to exercise the capped code path."""
 
     def __init__(self) -> None:
@@ -218,11 +218,11 @@ class _CappedBrotli:
         self._pending = b""
         self.max_seen = 0
 
-    def process(self, data, max_output_length=None):
+    def process(self, data, output_buffer_limit=None):
         if data:
             assert not self._pending, "fed input while output was pending"
             self._pending = self._d.process(bytes(data))
-        out, self._pending = self._pending[:max_output_length], self._pending[max_output_length:]
+        out, self._pending = self._pending[:output_buffer_limit], self._pending[output_buffer_limit:]
         self.max_seen = max(self.max_seen, len(out))
         return out
 

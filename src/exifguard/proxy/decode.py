@@ -228,7 +228,9 @@ def _brotli(data: memoryview, sink: _Sink) -> None:
     import brotli  # a mitmproxy dependency
 
     d = brotli.Decompressor()
-    capped = hasattr(d, "can_accept_more_data")  # brotli >= 1.2: process(..., max_output_length)
+    # brotli >= 1.2: process(data, output_buffer_limit=N) stops growing its output at N and
+    # hands out the rest on later calls with empty input (until can_accept_more_data())
+    capped = hasattr(d, "can_accept_more_data")
     try:
         if capped:
             pos = 0
@@ -236,12 +238,12 @@ def _brotli(data: memoryview, sink: _Sink) -> None:
                 sink.tick()
                 chunk = data[pos:pos + IN_CHUNK]
                 pos += len(chunk)
-                room = sink.room()
-                out = d.process(chunk, max_output_length=room)
+                room = max(1, sink.room())
+                out = d.process(chunk, output_buffer_limit=room)
                 sink.write(out)
-                while len(out) == room or not d.can_accept_more_data():
-                    room = sink.room()
-                    out = d.process(b"", max_output_length=room)
+                while len(out) >= room or not d.can_accept_more_data():
+                    room = max(1, sink.room())
+                    out = d.process(b"", output_buffer_limit=room)
                     sink.write(out)
                     if not out:
                         break
