@@ -119,3 +119,30 @@ def test_report_says_selftest_uploads_are_not_counted(tmp_path):
     s = summarise(read_records(p), include_selftest=True)
     assert s["images"] == 2 and s["selftest_uploads_not_counted"] == 0
     assert "selftest" not in format_summary(s)
+
+
+def test_append_on_a_full_disk_leaves_no_torn_record(tmp_path, monkeypatch):
+    """write(2) stores part of a record and returns a short count, then ENOSPC: the file is cut
+    back to where the record began, the error is raised, and the next record is intact."""
+    import errno
+    import os as os_mod
+
+    from exifguard.proxy import audit as audit_mod
+    log = audit_mod.AuditLog(tmp_path / "a.jsonl")
+    log.append(b'{"n":1}\n')
+    real_write = os_mod.write
+    calls = {"n": 0}
+
+    def full(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[:3])  # a short write, no error
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(audit_mod.os, "write", full)
+    with pytest.raises(OSError):
+        log.append(b'{"n":2}\n')
+    monkeypatch.setattr(audit_mod.os, "write", real_write)
+    log.append(b'{"n":3}\n')
+    log.close()
+    assert (tmp_path / "a.jsonl").read_bytes() == b'{"n":1}\n{"n":3}\n'

@@ -529,11 +529,6 @@ def test_audit_log_write_fails_with_enospc(fproxy, fresh):
     assert records and records[-1]["sha256"] == hashlib.sha256(fresh.received[-1].body).hexdigest()
 
 
-F3_SHORT = ("fault-findings F3: AuditLog.append ignores a short write(2) (disk full): the torn record "
-            "is not reported and the next record is glued to it")
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=F3_SHORT)
 def test_audit_log_short_write_is_reported_and_does_not_corrupt_the_next_record(tmp_path, sink):
     """write(2) stores half the record and returns the short count, then the disk is full
     for the rest of that upload: reported once, and the next record is intact."""
@@ -633,10 +628,6 @@ def test_disk_full_audit_log_never_leaks_and_is_reported(disk_full):
         "the full disk was never reported"
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="fault-findings F3: on a full disk write(2) stores part of a record and returns a "
-                          "short count; AuditLog.append does not notice, so the torn line is not reported and "
-                          "swallows the next record once space is back")
 def test_disk_full_audit_log_is_intact_after_space_returns(disk_full):
     assert any(r.get("sha256") == disk_full["followup_sha"] for r in disk_full["records"]), \
         "the first record written after space came back was lost"

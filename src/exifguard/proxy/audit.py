@@ -17,6 +17,7 @@ hostile tag name cannot break a line or inject terminal escapes.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -108,6 +109,7 @@ class AuditLog:
         self.with_values = with_values
         self._lock = threading.Lock()
         self._fd = open_private(self.path)
+        self._torn = False  # the last append left part of a record: start the next on a new line
 
     def write(self, record: ImageRecord) -> dict[str, Any]:
         d = record.to_dict(with_values=self.with_values)
@@ -127,11 +129,38 @@ class AuditLog:
         return (json.dumps(d, ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
 
     def append(self, line: bytes) -> None:
-        """Append one line made by `encode`."""
+        """Append one line made by `encode`, whole or not at all.
+
+        Why the loop and the truncation: on a full disk write(2) stores what fits and
+        returns a short count without an error.  A torn record would be skipped by
+        `read_records`, and the next record glued to it would be lost too.  So the rest is
+        written until done; if the disk refuses, the file is cut back to where the record
+        began (or, if even that fails, the next record starts on a fresh line) and the
+        error is raised for the caller to report.
+        """
         with self._lock:
             if self._fd < 0:
                 raise ValueError("audit log is closed")
-            os.write(self._fd, line)
+            if self._torn:
+                line = b"\n" + line
+            start = os.lseek(self._fd, 0, os.SEEK_END)
+            view = memoryview(line)
+            try:
+                while view:
+                    n = os.write(self._fd, view)
+                    if n <= 0:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                    view = view[n:]
+                self._torn = False
+            except OSError:
+                if len(view) < len(line):  # part of the record reached the file
+                    try:
+                        os.ftruncate(self._fd, start)
+                    except OSError:
+                        self._torn = True
+                raise
+            finally:
+                view.release()
 
     def close(self) -> None:
         with self._lock:
