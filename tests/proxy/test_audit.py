@@ -127,6 +127,8 @@ def test_append_on_a_full_disk_leaves_no_torn_record(tmp_path, monkeypatch):
     import errno
     import os as os_mod
 
+    import pytest
+
     from exifguard.proxy import audit as audit_mod
     log = audit_mod.AuditLog(tmp_path / "a.jsonl")
     log.append(b'{"n":1}\n')
