@@ -11,6 +11,7 @@ bytes (a video, random data) must not be blocked.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import struct
@@ -657,3 +658,24 @@ def test_c7_embedded_bmp_with_a_zero_file_size_is_delimited_by_its_headers():
 def test_raw_exif_or_xmp_behind_an_embedded_image_blocks(tail):
     rw = rewrite(b"\x00\x01" + tiff() + bytes(3000) + tail + b"wrapper")
     assert not forwarded(rw)
+
+
+def test_big_text_part_is_not_copied_but_an_image_after_junk_in_it_is_still_cleaned():
+    scan_mod = importlib.import_module("exifguard.carriers.scan")
+    img = jpeg()
+    big = b"lorem ipsum dolor sit amet " * 50_000 + b"\x00\x01" + img + b" tail"
+    body = (b"--B\r\nContent-Disposition: form-data; name=\"note\"\r\nContent-Type: text/plain\r\n\r\n" + big
+            + b"\r\n--B--\r\n")
+    assert not scan_mod._part_may_hold_a_carrier(body, body.index(b"lorem"), body.index(b"\r\n--B--"), "text/plain")
+    rw = rewrite(body, [("content-type", "multipart/form-data; boundary=B")])
+    assert_cleaned_in_place(body, rw)
+
+
+def test_big_form_or_base64_part_is_still_scanned():
+    import base64
+    from urllib.parse import quote
+
+    scan_mod = importlib.import_module("exifguard.carriers.scan")
+    img = jpeg() + bytes(2 << 20)
+    for payload in (b"a=1&file=" + quote(base64.b64encode(img)).encode(), base64.b64encode(img)):
+        assert scan_mod._part_may_hold_a_carrier(payload, 0, len(payload), "application/octet-stream")

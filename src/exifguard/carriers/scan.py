@@ -528,6 +528,31 @@ def _renamed_headers(block: bytes, fmt: str | None, filename: str | None, b64nam
     return out
 
 
+#: Parts larger than this are copied out of the body only when their head says `scan` has
+#: something to do with them (copying 250 MiB holds the GIL for ~100 ms).
+_BIG_PART = 1 << 20
+
+
+def _part_may_hold_a_carrier(data: bytes, lo: int, hi: int, content_type: str | None) -> bool:
+    """Would `scan` do anything with ``data[lo:hi]`` (judged from its first bytes)?
+
+    A part that is none of an image, a multipart, JSON, base64 text or a form is left
+    to the embedded-image and residual searches over the whole body, which read it in
+    place; so a large text or binary part need not be copied.  Errs towards yes.
+    """
+    if hi - lo <= _BIG_PART:
+        return True
+    head = data[lo:lo + 4096]
+    if sniff(head) is not None or head[:2] == b"BM" or head.startswith(b"--"):
+        return True
+    if content_type and content_type.split(";")[0].strip().lower().startswith("multipart/"):
+        return True
+    if jsonbody.looks_like_json(head) or base64text.quick_check(head) or base64text.blob_check(head):
+        return True
+    cut = head.rfind(b"%", len(head) - 2)  # a %-escape cut by the 4096-byte head
+    return form.looks_like_form(head[:cut] if cut >= 0 else head)
+
+
 def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: int,
                    ctx: Context) -> bytes | None:
     opts = ctx.options
@@ -546,7 +571,7 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
     edits: list[tuple[int, int, bytes]] = []
     for i, part in enumerate(mp.parts):
         embedded.check_deadline(opts.deadline)
-        payload = data[part.body_start:part.body_end]
+        payload = b""
         name = part.name
         label = _join(where, f"multipart part {name!r}" if name is not None else f"multipart part #{i}")
         lname = (name or "").lower()
@@ -559,6 +584,10 @@ def scan_multipart(data: bytes, boundary: bytes, where: str, base: int, depth: i
         mark = len(ctx.findings)
         span = (base + part.body_start, base + part.body_end)
         cte = (part.header("content-transfer-encoding") or "").strip().lower()
+        if cte != "quoted-printable" and not _part_may_hold_a_carrier(data, part.body_start, part.body_end,
+                                                                      part.content_type):
+            continue  # plain text or binary: the embedded-image search reads it in place
+        payload = data[part.body_start:part.body_end]
         if cte == "quoted-printable":
             import quopri
             try:
