@@ -390,9 +390,14 @@ async def run_worker(sock: socket.socket, config: ServiceConfig,
         server.reqmod.close()
 
 
-def _child(sock: socket.socket, config: ServiceConfig) -> None:
-    _die_with_parent()
+def _child(sock: socket.socket, config: ServiceConfig, parent: int) -> None:
+    # First undo the parent's handlers, which fork copied: its SIGTERM handler would swallow
+    # the parent-death signal (and signal this worker's siblings) instead of ending it.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles ^C for the group
+    _die_with_parent()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(0)
     try:
         asyncio.run(run_worker(sock, config))
     finally:
@@ -417,9 +422,10 @@ def serve(config: ServiceConfig, host: str, port: int, *, processes: int = 1,
     restarts: deque[float] = deque(maxlen=10)
 
     def spawn() -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
-            _child(sock, config)
+            _child(sock, config, parent)
         children[pid] = time.monotonic()
 
     def stop(_sig: int, _frame: Any) -> None:
