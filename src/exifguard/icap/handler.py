@@ -126,12 +126,7 @@ class Verdict:
         return cls("respond", status=status, text=text, headers=headers)
 
 
-@dataclass(frozen=True)
-class _Refused:
-    reason: str
-    status: int | None = None
-    strict: bool = False
-    headers: tuple[tuple[str, str], ...] = ()
+_Refused = Refused  # the shared "could not inspect" outcome (proxy/inspect.py)
 
 
 @dataclass
@@ -281,7 +276,7 @@ class Reqmod:
                             log_values=cfg.log_values)
         result = inspect_upload(upload, options, settings, self.rewrite)
         if isinstance(result, Refused):
-            return self.cannot_inspect(host, _Refused(result.reason, result.status, result.strict, result.headers))
+            return self.cannot_inspect(host, result)
         decision = result.decision
         if decision is None:
             return Verdict.unchanged()
