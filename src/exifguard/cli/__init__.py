@@ -24,9 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"exifguard {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    from . import files, icap, proxy
+    from . import check, files, icap, proxy, service, sysproxy
     files.register(sub)
     proxy.register(sub)
+    check.register(sub)
+    service.register(sub)
+    sysproxy.register(sub)
     icap.register(sub)
     return parser
 

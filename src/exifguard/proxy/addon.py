@@ -649,7 +649,9 @@ class StreamResponses:
 
 def make_addons(rewrite: Optional[RewriteFn] = None) -> list[object]:
     """The addon list for `mitmdump -s` scripts and in-process masters."""
-    return [Exifguard(rewrite), StreamResponses()]
+    from .checkpage import CheckPage
+    from .notify import Notifier
+    return [Exifguard(rewrite), CheckPage(), Notifier(), StreamResponses()]
 
 
 __all__ = ["Exifguard", "StreamResponses", "Stats", "make_addons", "parse_hosts"]
