@@ -105,17 +105,25 @@ def test_guard_refuses_until_checked_then_passes():
         assert guard.healthy()
         import asyncio
         f = upload(host="example.com")
+
+        def chain(hook: str, f, skip: object = None) -> None:
+            """Each script addon's hook in order (the guard wraps them all), then the guard's."""
+            for a in addons:
+                fn = getattr(a, hook, None)
+                if fn is not None and a is not skip:
+                    r = fn(f.client_conn if hook == "client_connected" else f)
+                    if asyncio.iscoroutine(r):
+                        asyncio.run(r)
+            getattr(guard, hook)(f)
+
         addons[0].client_connected(f.client_conn)  # the chain: exifguard's hooks, then the guard's
-        addons[0].requestheaders(f)
-        guard.requestheaders(f)
-        asyncio.run(addons[0].request(f))
-        guard.request(f)
+        chain("requestheaders", f)
+        chain("request", f)
         assert f.response is None
         f = upload(host="example.com")  # exifguard's request hook did not run for this flow
         addons[0].client_connected(f.client_conn)
-        addons[0].requestheaders(f)
-        guard.requestheaders(f)
-        guard.request(f)
+        chain("requestheaders", f)
+        chain("request", f, skip=addons[0])
         assert f.response.status_code == 503 and "exifguard.request failed" in f.response.text
 
 

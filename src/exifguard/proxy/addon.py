@@ -206,7 +206,11 @@ class _Watch:
     path: str
     method: str
     selftest_port: int | None = None
-    images: list[dict[str, Any]] = field(default_factory=list)
+    images: list[ImageRecord] = field(default_factory=list)
+    """One record per image found, as logged and audited (names, never values)."""
+    refused: str | None = None
+    """Why exifguard answered this upload itself with a refusal (None: it was not refused).
+    Addons after this one (the notifier, the check page) read it with `images`."""
     large: bool = False
     """Its body was large enough that memory is trimmed once the flow ends."""
 
@@ -397,6 +401,7 @@ class Exifguard:
         flow.metadata[META] = watch
         if req.stream:
             self.stats.killed += 1
+            watch.refused = "mitmproxy was about to stream the upload unchecked"
             log.error("exifguard: killed upload to %s: mitmproxy was about to stream its body "
                       "unchecked (stream_large_bodies); nothing was sent", escape(watch.host))
             flow.kill()
@@ -410,6 +415,8 @@ class Exifguard:
             # itself answers 413 before this hook for such bodies.)
             self.stats.refused_too_large += 1
             self.stats.killed += 1
+            watch.refused = (f"the upload ({declared} bytes) is over exifguard's inspection limit "
+                             f"({self.inspect_limit} bytes)")
             log.warning("exifguard: BLOCKED upload to %s: its Content-Length (%d bytes) is over "
                         "exifguard's inspection limit (%d bytes, exifguard_inspect_limit); connection "
                         "closed before the body was read, nothing was sent",
@@ -500,9 +507,11 @@ class Exifguard:
         decision = checked.decision
         if not flow.live or flow.response is not None:
             return
+        watch.images = [r.record for r in checked.reports]
         if decision.outcome is Outcome.RESPOND:
             flow.response = http.Response.make(decision.status or 403, decision.text or "",
                                                {"content-type": "text/plain; charset=utf-8"})
+            watch.refused = _refusal_reason(checked)
         elif decision.outcome is Outcome.FORWARD_CLEANED:
             if checked.body_changed and checked.raw_body is not None:
                 # set raw_content ourselves: `request.content = ...` would re-encode with
@@ -611,6 +620,7 @@ class Exifguard:
         else:
             log.warning("exifguard: BLOCKED upload to %s: %s", escape(watch.host), escape(why.reason))
         status = why.status or decision.status or policy.ERROR_STATUS
+        watch.refused = why.reason
         flow.response = http.Response.make(status, decision.text or policy.block_text(why.reason),
                                            {"content-type": "text/plain; charset=utf-8", **dict(why.headers)})
 
@@ -635,6 +645,15 @@ class Exifguard:
     def stats_command(self) -> str:
         """Counts of requests seen and images stripped/blocked/passed/audited since start."""
         return self.stats.text()
+
+
+def _refusal_reason(checked: _Checked) -> str:
+    """A short reason for a refused upload, for people (no values): the first blocked
+    image's error, else the block-mode or blocker line."""
+    for r in checked.reports:
+        if r.action is Action.BLOCKED:
+            return r.record.error or "exifguard_mode=block refuses every image upload"
+    return checked.blocked_line or "the upload could not be checked"
 
 
 class StreamResponses:
