@@ -4,6 +4,10 @@ There is deliberately **no "; DIRECT" fallback** for the AI hosts: when exifguar
 stopped, an upload fails visibly instead of silently bypassing the cleaner.  The
 PAC receives the host without the port; we compare exact names and ".suffix"
 matches ourselves (dnsDomainIs("evilclaude.ai", "claude.ai") would be true).
+
+The server that serves the PAC (`serve`, started by `exifguard run`) also answers `/`
+with exifguard's status page (`status.py`): uptime, uploads per service, the last uploads
+and a per-service check of the browser that opens it.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import http.server
 import json
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from .hosts import HostSet
 
@@ -95,37 +100,63 @@ function FindProxyForURL(url, host) {{
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     pac: bytes = b""
+    status: Any = None  # status.StatusSource: what the page at "/" shows
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        if self._headers():
-            self.wfile.write(self.pac)
+        self._answer(body=True)
 
     def do_HEAD(self) -> None:  # noqa: N802
         """HEAD as GET without the body: tools (curl -I, uptime checks, some PAC
         fetchers) probe with HEAD, and a 501 there reads as "the server is broken"."""
-        self._headers()
+        self._answer(body=False)
 
-    def _headers(self) -> bool:
-        if self.path.split("?", 1)[0] not in (PAC_PATH, "/"):
+    def _answer(self, body: bool) -> None:
+        if self.path.split("?", 1)[0] == PAC_PATH:
+            self._send(200, {"Content-Type": PAC_TYPE, "Cache-Control": "no-cache"}, self.pac, body)
+            return
+        from . import status
+        try:
+            ans = status.handle(self.status, self.path, self.headers.get("Host"), self.server.server_address[1])
+        except Exception as exc:  # noqa: BLE001 - the page must never take the PAC server down
+            ans = status.Answer(500, {"Content-Type": "text/plain; charset=utf-8"},
+                                f"exifguard's status page failed ({type(exc).__name__}).\n".encode())
+        if ans is None:
             self.send_error(404)
-            return False
-        self.send_response(200)
-        self.send_header("Content-Type", PAC_TYPE)
-        self.send_header("Content-Length", str(len(self.pac)))
-        self.send_header("Cache-Control", "no-cache")
+            return
+        self._send(ans.status, ans.headers, ans.body, body)
+
+    def _send(self, code: int, headers: dict[str, str], payload: bytes, body: bool) -> None:
+        self.send_response(code)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        return True
+        if body:
+            self.wfile.write(payload)
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
 
 
-def serve(pac: str, port: int = 0, host: str = "127.0.0.1") -> tuple[http.server.ThreadingHTTPServer, str]:
-    """Serve the PAC on loopback in a daemon thread; returns (server, url)."""
+def serve(pac: str, port: int = 0, host: str = "127.0.0.1",
+          status: Any = None) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """Serve the PAC (at /proxy.pac) and the status page (at /, see `status.py`) on
+    loopback in a daemon thread; returns (server, PAC url).
+
+    `status` is a `status.StatusSource` (the run's start time, proxy address, CA, audit
+    log, hosts, mode); without one the page shows what it can (uptime of this server).
+    """
     if host not in ("127.0.0.1", "::1", "localhost"):
         raise ValueError("the PAC server listens on loopback only")
-    handler = type("PacHandler", (_Handler,), {"pac": pac.encode()})
+    from .status import StatusSource
+    src = status if status is not None else StatusSource()
+    handler = type("PacHandler", (_Handler,), {"pac": pac.encode(), "status": src})
     srv = http.server.ThreadingHTTPServer((host, port), handler)
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, name="exifguard-pac", daemon=True).start()
     return srv, f"http://{hostport(host, srv.server_address[1])}{PAC_PATH}"
+
+
+def status_url(pac_url: str) -> str:
+    """The status page's address for a PAC URL from `serve` (its server's root)."""
+    return pac_url[: -len(PAC_PATH)] + "/" if pac_url.endswith(PAC_PATH) else pac_url
