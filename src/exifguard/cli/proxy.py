@@ -1,6 +1,6 @@
 """Proxy subcommands: run, cert, pac, report, selftest.
 
-    exifguard run [--host 127.0.0.1] [--port 8080] [--certs DIR] [-- MITMDUMP_ARGS...]
+    exifguard run [--host 127.0.0.1] [--port 8080] [--certs DIR] [--log-file PATH] [-- MITMDUMP_ARGS...]
     exifguard cert create|install|reissue|uninstall|path [--certs DIR] [--dry-run] [--nssdb DIR]
     exifguard hosts [--json] [--all]
     exifguard pac [-o FILE] [--proxy HOST:PORT] [--serve [PORT]]
@@ -482,6 +482,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--pac-port", type=int, default=None, metavar="PORT",
                    help="serve the PAC file on 127.0.0.1:PORT (default: proxy port + 1; 0: any free "
                         "port; -1: do not serve)")
+    p.add_argument("--log-file", type=Path, default=None, metavar="PATH",
+                   help="also write everything this run and mitmdump print to PATH, rotated at 5 MiB "
+                        "(3 old files kept; created private, mode 0600). `service install` uses this")
+    p.add_argument("--log-max-bytes", type=int, default=None, help=argparse.SUPPRESS)  # tests: rotate sooner
     _add_host_args(p)
     p.add_argument("mitmdump_args", nargs=argparse.REMAINDER, metavar="-- MITMDUMP_ARGS",
                    help="passed to mitmdump (listen address, confdir and stream_large_bodies are "

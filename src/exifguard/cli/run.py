@@ -17,6 +17,9 @@ The order is the point (each step fails closed, before anything claims to work):
 5. SIGINT/SIGTERM/SIGHUP end the run within a few seconds: SIGINT, then SIGTERM, then
    SIGKILL to mitmdump, each with a short timeout; no wait is unbounded.
 
+With `--log-file` (what `exifguard service` runs), the run's output and mitmdump's (piped
+and copied by threads) also go to a private rotated file: see `runlog.py`.
+
 The merge rule for exifguard options: each may be given once, as an exifguard flag
 (`--mode`, `--on-error`, `--audit-log`/`--no-audit-log`, `--allow-remote`) or as `--set`
 after `--`; given both ways it must be the same value, else the run stops naming both.
@@ -42,6 +45,8 @@ from typing import Any
 
 from . import instance
 from .locations import command_prefix
+from . import runlog
+from .runlog import RunLog
 
 RUN_STATE = "run.json"
 AUDIT_NAME = "audit.jsonl"
@@ -278,22 +283,32 @@ def _parent_death_setup() -> Any:
     return setup
 
 
-def spawn(argv: list[str]) -> subprocess.Popen:
+def spawn(argv: list[str], log: "RunLog | None" = None) -> subprocess.Popen:
+    """Start mitmdump.  With a log, its stdout and stderr are piped and copied line by line
+    (to the log and to exifguard's own streams) by two threads (`RunLog.pump`); the child
+    is told to write unbuffered, so no line waits in its buffer when it is stopped."""
     kw: dict[str, Any] = {"stdin": subprocess.DEVNULL}
     if os.name == "posix":
         kw["process_group"] = 0   # our own group: the terminal's Ctrl-C reaches exifguard only,
         setup = _parent_death_setup()  # which stops mitmdump deliberately (stop_child)
         if setup is not None:
             kw["preexec_fn"] = setup
-    return subprocess.Popen(argv, **kw)
+    if log is not None:
+        kw.update(stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        if os.name == "nt":  # pragma: no cover - a logged run is a background run: no console window
+            kw["creationflags"] = getattr(subprocess, "CREATE_NO_WINDOW", 0)
+    proc = subprocess.Popen(argv, **kw)
+    if log is not None:
+        log.pump(proc)
+    return proc
 
 
 def _signal_child(proc: subprocess.Popen, sig: int) -> None:
     try:
         if os.name == "posix":
             os.killpg(proc.pid, sig)
-        else:  # pragma: no cover
-            proc.send_signal(sig)
+        else:  # pragma: no cover - Windows: send_signal(SIGINT) raises ValueError there
+            proc.terminate()
     except (ProcessLookupError, PermissionError):
         pass
 
@@ -479,14 +494,29 @@ def _already_running(holder: instance.Holder, what: str) -> RunError:
 
 
 def cmd_run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
+    log_path = getattr(args, "log_file", None)
+    if log_path is None:
+        return _run_reporting(args, certs, hosts_factory, None)
     try:
-        return _run(args, certs, hosts_factory)
+        log = RunLog(Path(log_path).expanduser().absolute(),
+                     max_bytes=getattr(args, "log_max_bytes", None) or runlog.MAX_BYTES)
+    except OSError as exc:
+        print(f"exifguard: cannot open the log file {log_path} ({exc.strerror or exc}); choose another "
+              "--log-file", file=sys.stderr, flush=True)
+        return 1
+    with log:
+        return _run_reporting(args, certs, hosts_factory, log)
+
+
+def _run_reporting(args: argparse.Namespace, certs: Path, hosts_factory: Any, log: "RunLog | None") -> int:
+    try:
+        return _run(args, certs, hosts_factory, log)
     except RunError as exc:
         print(f"exifguard: {exc}", file=sys.stderr, flush=True)
         return exc.code
 
 
-def _run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
+def _run(args: argparse.Namespace, certs: Path, hosts_factory: Any, log: "RunLog | None" = None) -> int:
     from ..proxy import ca
     prefix = command_prefix()
     passthrough = list(args.mitmdump_args or [])
@@ -515,7 +545,7 @@ def _run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
                 alt = instance.free_port(args.host, args.port)
                 raise RunError(f"port {args.port} on {args.host} is in use by another program. Pick a free "
                                f"port with --port, for example:\n  {prefix} run --port {alt}")
-        return _run_locked(args, certs, plan, hosts, passthrough, prefix, certs_lock, port_lock)
+        return _run_locked(args, certs, plan, hosts, passthrough, prefix, certs_lock, port_lock, log)
     finally:
         if port_lock is not None:
             port_lock.release()
@@ -523,7 +553,8 @@ def _run(args: argparse.Namespace, certs: Path, hosts_factory: Any) -> int:
 
 
 def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, passthrough: list[str],
-                prefix: str, certs_lock: instance.InstanceLock, port_lock: instance.InstanceLock | None) -> int:
+                prefix: str, certs_lock: instance.InstanceLock, port_lock: instance.InstanceLock | None,
+                log: "RunLog | None" = None) -> int:
     from ..proxy import ca, pac
     info, created = ca.ensure_ca(certs, hosts.domains())
     if created:
@@ -552,12 +583,14 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
     pac_srv = None
     wrote_state = False
     with Signals() as sigs:
-        proc = spawn(argv)
+        proc = spawn(argv, log)
         try:
             try:
                 record = wait_ready(proc, ready_file, sigs)
                 if record is None:
                     stop_child(proc)
+                    if log is not None:
+                        log.drain()
                     print("exifguard: stopped before the proxy was ready.", flush=True)
                     return 0
                 port, notes = verify_record(record, plan, host=args.host, port=args.port, certs=certs,
@@ -597,7 +630,7 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
                                         "pac_url": pac_url, "audit_log": plan.audit_log or None})
             wrote_state = True
             _banner(prefix, hosts, info, proxy_addr, pac_url, pac_file, plan, record, notes, certs,
-                    explicit_certs)
+                    explicit_certs, log_file=log.path if log is not None else None)
             while not sigs.received:
                 try:
                     proc.wait(timeout=0.25)
@@ -606,14 +639,20 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
                     pass
             if sigs.received:
                 stop_child(proc)
+                if log is not None:
+                    log.drain()
                 print("exifguard: stopped.", flush=True)
                 return 0
             rc = proc.returncode
+            if log is not None:
+                log.drain()
             print(f"exifguard: mitmdump exited (code {rc}); the proxy is down.", file=sys.stderr, flush=True)
             return rc or 1
         finally:
             if proc.poll() is None:
                 stop_child(proc)
+            if log is not None:
+                log.drain()  # mitmdump's last lines, before our own "stopped"
             if wrote_state:
                 _remove_state_if_ours(state, run_id)
             if pac_srv is not None:
@@ -658,7 +697,8 @@ def _shutdown_pac(srv: Any) -> None:
 
 
 def _banner(prefix: str, hosts: Any, info: Any, proxy_addr: str, pac_url: str | None, pac_file: Path,
-            plan: Plan, record: dict[str, Any], notes: list[str], certs: Path, explicit_certs: bool) -> None:
+            plan: Plan, record: dict[str, Any], notes: list[str], certs: Path, explicit_certs: bool,
+            log_file: Path | None = None) -> None:
     eff = record.get("options") or {}
     mode = eff.get("exifguard_mode", "strip")
     on_error = eff.get("exifguard_on_error", "block")
@@ -680,5 +720,7 @@ def _banner(prefix: str, hosts: Any, info: Any, proxy_addr: str, pac_url: str | 
           f"    chromium --proxy-pac-url=\"$({prefix} pac --data-url --proxy {shlex.quote(proxy_addr)}{host_args})\"")
     if plan.audit_log:
         print(f"audit log:       {plan.audit_log}")
+    if log_file is not None:
+        print(f"log file:        {log_file}  (rotated)")
     print(f"check it works:\n    {prefix} selftest{cert_args}")
     print("stop: Ctrl-C", flush=True)
