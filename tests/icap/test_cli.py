@@ -52,7 +52,9 @@ def test_squid_config_from_the_host_table(capsys):
 
 
 def test_squid_names_drop_overlaps():
-    names = squid_names(HostSet.build())
+    names = squid_names(HostSet.build())  # shared storage is opt-in: named exactly by default
+    assert ".s3.amazonaws.com" not in names and "ppl-ai-file-upload.s3.amazonaws.com" in names
+    names = squid_names(HostSet.build(extra=["service:aws-s3", "service:azure-blob"]))
     assert ".s3.amazonaws.com" in names and "ppl-ai-file-upload.s3.amazonaws.com" not in names
     assert ".blob.core.windows.net" in names and not any(n.endswith(".blob.core.windows.net") and
                                                           n != ".blob.core.windows.net" for n in names)

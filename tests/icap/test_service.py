@@ -109,7 +109,9 @@ def test_non_ai_host_without_preview_or_204_is_echoed(service):
 
 
 def test_shared_storage_needs_an_ai_origin(service):
-    s = service()
+    from exifguard.proxy.hosts import HostSet
+    assert HostSet.build().classify("acct.blob.core.windows.net", "https://chat.mistral.ai") is None  # opt-in
+    s = service(ServiceConfig(hosts=HostSet.build(extra=["service:azure-blob"])))
     c = Client(s.port)
     img = image(3)
     url = "https://acct.blob.core.windows.net/c/photo.jpg"

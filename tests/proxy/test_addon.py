@@ -107,7 +107,8 @@ async def test_strip_rewrites_body_sets_headers_logs_and_counts(setup, caplog, t
 ])
 async def test_candidate_classification(setup, host, headers, watched):
     rw = FakeRewrite()
-    addon, tctx = setup(rw)
+    # shared storage is decrypted only with its opt-in service; then only from an AI app
+    addon, tctx = setup(rw, exifguard_hosts=["service:azure-blob", "service:perplexity-cloudinary"])
     f = flow(host=host, headers=headers)
     await run(addon, tctx, f)
     assert ("exifguard" in f.metadata) is watched

@@ -44,8 +44,11 @@ def test_name_constraints_critical_with_permitted_dns_and_no_ips(ca_dir):
     assert ext.critical
     permitted = {g.value for g in ext.value.permitted_subtrees}
     assert {"claude.ai", "oaiusercontent.com", "api.openai.com", "api.anthropic.com",
-            "blob.core.windows.net"} <= permitted
+            "mistralaichatupprodswe.blob.core.windows.net"} <= permitted
     assert "chatgpt.com" not in permitted and "google.com" not in permitted
+    # shared storage and whole sites are opt-in: not even the CA covers them by default
+    assert not {"blob.core.windows.net", "sharepoint.com", "s3.amazonaws.com", "huggingface.co",
+                "api.cloudinary.com", "snssdk.com", "volces.com"} & permitted
     excluded = {str(g.value) for g in ext.value.excluded_subtrees}
     assert excluded == {"0.0.0.0/0", "::/0"}
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)

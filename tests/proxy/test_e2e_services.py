@@ -33,6 +33,11 @@ from .harness import clean_env, start_proxy
 from .sink import Sink
 from .test_pac import evaluate
 
+#: the shapes of opt-in services (shared storage, whole sites) are tested with them enabled
+OPT_IN_ARGS = [a for sid in ("grok-x", "doubao", "genspark-files", "huggingchat", "m365-sharepoint",
+                             "perplexity-cloudinary", "azure-blob", "aws-s3", "kimi-tos")
+               for a in ("--add-service", sid)]
+
 pytestmark = [pytest.mark.e2e, oracle.requires_exiftool]
 
 E2E_SHAPES = [builders.qwen_oss_put, builders.sora_multipart, builders.notebooklm_resumable,
@@ -63,7 +68,7 @@ def sink(tmp_path_factory):
 @pytest.fixture(scope="module")
 def proxy(tmp_path_factory, sink):
     hosts = [urlsplit(b(b"x").url).hostname for b in E2E_SHAPES]
-    p = start_proxy(tmp_path_factory.mktemp("services"), sink.port, sink.cert, "--add-service", "grok-x",
+    p = start_proxy(tmp_path_factory.mktemp("services"), sink.port, sink.cert, *OPT_IN_ARGS,
                     extra=_map(hosts, sink.port))
     yield p
     assert p.stop() == 0, p.output()

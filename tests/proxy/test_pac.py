@@ -17,8 +17,10 @@ function isPlainHostName(h) { return h.indexOf(".") < 0; }
 """
 
 AI = ["claude.ai", "files.oaiusercontent.com", "sdmntpreastus.oaiusercontent.com", "api.openai.com",
-      "CLAUDE.AI", "claude.ai.", "acct.blob.core.windows.net", "rupload.meta.ai", "push.clients6.google.com"]
-OTHER = ["chatgpt.com", "example.com", "evilclaude.ai", "claude.ai.evil.com", "oaiusercontent.com.evil",
+      "CLAUDE.AI", "claude.ai.", "mistralaichatupprodswe.blob.core.windows.net", "rupload.meta.ai",
+      "push.clients6.google.com"]
+OTHER = ["acct.blob.core.windows.net", "tenant.sharepoint.com", "huggingface.co", "api.cloudinary.com",
+         "bucket.s3.amazonaws.com", "chatgpt.com", "example.com", "evilclaude.ai", "claude.ai.evil.com", "oaiusercontent.com.evil",
          "google.com", "www.bank.example", "localhost", "xoaiusercontent.com"]
 
 

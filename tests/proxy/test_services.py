@@ -26,7 +26,10 @@ from exifguard.proxy.hosts import (DEFAULT_HOSTS, HostSet, Kind, TableError, des
 
 from .test_pac import evaluate
 
-ALL = HostSet.build(extra=["service:grok-x"])
+#: every opt-in service: shapes of shared storage and whole sites are checked with them enabled
+OPT_IN = ["service:grok-x", "service:huggingchat", "service:doubao", "service:azure-blob", "service:aws-s3",
+          "service:m365-sharepoint", "service:perplexity-cloudinary", "service:kimi-tos", "service:genspark-files"]
+ALL = HostSet.build(extra=OPT_IN)
 
 
 def _shape_request(build):
@@ -63,7 +66,7 @@ def test_every_shape_host_goes_to_the_proxy_in_the_pac():
 SECTION9 = {  # service id -> a host that receives its image bytes (upload-shapes.md §9)
     "qwen": "qwen-webui-prod.oss-accelerate.aliyuncs.com", "sora": "sora.chatgpt.com",
     "notebooklm": "notebooklm.google.com", "zai": "chat.z.ai", "yuanbao": "hunyuan-prod-1258344703.cos.accelerate.myqcloud.com",
-    "kimi": "prod-chat-kimi.tos-s3-cn-beijing.volces.com", "genspark": "gensparkfiles.blob.core.windows.net",
+    "kimi": "prod-chat-kimi.tos-s3-cn-beijing.volces.com", "genspark": "www.genspark.ai",
     "meta-vibes": "vibes.ai",
 }
 
@@ -75,7 +78,8 @@ def test_section9_dedicated_hosts_are_checked_without_origin(sid, host):
 
 
 def test_doubao_shared_bytedance_host_needs_doubao_origin():
-    hs = HostSet.build()
+    assert HostSet.build().classify("tos-d-x-hl.snssdk.com", origin="https://www.doubao.com") is None  # opt-in
+    hs = HostSet.build(extra=["service:doubao"])
     assert hs.classify("tos-d-x-hl.snssdk.com") is None  # other ByteDance apps use it too
     assert hs.classify("tos-d-x-hl.snssdk.com", origin="https://www.douyin.com") is None
     for o in ("https://www.doubao.com", "https://www.dola.com"):
@@ -88,8 +92,10 @@ def test_doubao_shared_bytedance_host_needs_doubao_origin():
 
 
 def test_genspark_blob_accounts_are_dedicated_other_blobs_need_an_ai_origin():
-    hs = HostSet.build()
-    assert hs.classify("gensparkprod.blob.core.windows.net").entry.service_id == "genspark"
+    assert HostSet.build().classify("gensparkprod.blob.core.windows.net") is None  # opt-in
+    assert "blob.core.windows.net" not in HostSet.build().domains()
+    hs = HostSet.build(extra=["service:genspark-files", "service:azure-blob"])
+    assert hs.classify("gensparkprod.blob.core.windows.net").entry.service_id == "genspark-files"
     assert hs.classify("mygensparkfiles.blob.core.windows.net").reason == "host"
     assert hs.classify("someone.blob.core.windows.net") is None
     # the Genspark Origin now counts as an AI app for any Azure blob
@@ -98,7 +104,8 @@ def test_genspark_blob_accounts_are_dedicated_other_blobs_need_an_ai_origin():
 
 
 def test_kimi_other_tos_buckets_only_from_kimi():
-    hs = HostSet.build()
+    assert HostSet.build().classify("new-kimi-bucket.tos-cn-beijing.volces.com", origin="https://www.kimi.com") is None
+    hs = HostSet.build(extra=["service:kimi-tos"])
     assert hs.classify("new-kimi-bucket.tos-cn-beijing.volces.com") is None
     assert hs.classify("new-kimi-bucket.tos-cn-beijing.volces.com", origin="https://www.kimi.com") is not None
 
@@ -120,19 +127,19 @@ def test_grok_x_is_opt_in_and_flows_into_every_view():
 
 def test_removing_a_whole_service():
     hs = HostSet.build(remove=["service:genspark"])
-    assert hs.classify("gensparkx.blob.core.windows.net") is None and hs.classify("genspark.ai") is None
+    assert hs.classify("www.genspark.ai") is None and hs.classify("genspark.ai") is None
     with pytest.raises(ValueError, match="no host of that service"):
         HostSet.build(remove=["service:nothere"])
 
 
 def test_table_is_versioned_and_every_service_has_evidence_and_confidence():
     t = load_table()
-    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", t.version)
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}(\.\d+)?", t.version)
     assert len({s.id for s in t.services}) == len(t.services)
     for s in t.services:
         assert re.fullmatch(r"\d{4}(-\d{2})?", s.evidence), s.id
         assert s.confidence and s.why and s.hosts, s.id
-    assert {s.id for s in t.services if s.opt_in} == {"grok-x"}
+    assert {f"service:{s.id}" for s in t.services if s.opt_in} == set(OPT_IN)
     assert len(DEFAULT_HOSTS) == sum(len(s.hosts) for s in t.services if not s.opt_in)
 
 
@@ -146,7 +153,7 @@ def test_label_rules_parse_and_reject_bad_globs():
 
 
 def test_pac_label_patterns_match_one_label_only():
-    hs = HostSet.build()
+    hs = HostSet.build(extra=["service:doubao", "service:genspark-files"])
     res = evaluate(pac.pac_text(hs), ["tos-d-x-hl.snssdk.com", "api.snssdk.com", "a.tos-x.snssdk.com",
                                       "abcgensparkdef.blob.core.windows.net"])
     assert res["tos-d-x-hl.snssdk.com"] == "PROXY 127.0.0.1:8080"
@@ -217,7 +224,8 @@ def test_hosts_json_lists_every_decrypted_host_with_service_and_reason(tmp_path,
     for r in d["hosts"]:
         assert r["service"] and r["why"] and r["kind"] in ("dedicated", "shared") and r["evidence"]
     assert d["ca_domains"] == hs.domains()
-    assert [o["id"] for o in d["opt_in"]] == ["grok-x"] and d["opt_in"][0]["enabled"] is False
+    assert [f"service:{o['id']}" for o in d["opt_in"]] == OPT_IN
+    assert not any(o["enabled"] for o in d["opt_in"])
 
 
 def test_hosts_text_with_opt_in_and_user_file(tmp_path, capsys):
@@ -227,7 +235,8 @@ def test_hosts_text_with_opt_in_and_user_file(tmp_path, capsys):
     assert main(["hosts", "--certs", str(certs), "--add-service", "grok-x"]) == 0
     out = capsys.readouterr().out
     assert "x.com" in out and "Grok on X" in out and "uploads.my-ai.example" in out
-    assert "off by default" not in out
+    off = out.split("off by default", 1)[1]
+    assert "grok-x" not in off and "huggingchat" in off  # enabled ones are not listed as off
 
 
 def test_hosts_names_what_an_older_ca_does_not_cover(tmp_path, capsys):
