@@ -272,11 +272,13 @@ def render(snap: dict[str, Any], targets: list[probe.ProbeTarget], nonce: str, n
             (f"; {snap['tests']} test upload(s) not counted" if snap["tests"] else "") + ".</p>"
     data = {"since": now, "seen_url": SEEN, "timeout_ms": 8000}
     mode = snap["mode"] or "unknown"
+    head = (f"exifguard {e(snap['version'])} is running" if snap["proxy"] else
+            f"exifguard {e(snap['version'])}: PAC server (not attached to a running proxy)")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="referrer" content="no-referrer">
 <title>exifguard status</title><style nonce="{nonce}">{probe.STYLE}</style></head>
 <body>
-<h1>exifguard {e(snap['version'])} is running</h1>
+<h1>{head}</h1>
 <p>Up for <b id="uptime">{e(uptime_text(snap['uptime_s']))}</b>; proxy <code>{e(snap['proxy'] or '?')}</code>;
 mode <b>{e(mode)}</b>. The PAC file is at <a href="/proxy.pac">/proxy.pac</a>.</p>
 <p>Proof in this browser: open <a id="check" href="{e(snap['check_url'])}">{e(snap['check_url'])}</a>
