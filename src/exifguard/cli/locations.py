@@ -29,15 +29,24 @@ def console_script() -> Path:
     return Path(sys.executable).parent / ("exifguard.exe" if os.name == "nt" else "exifguard")
 
 
-def command_prefix(cwd: Path | None = None) -> str:
+def command_prefix(cwd: Path | None = None, *, windows: bool | None = None) -> str:
     """What to type for `exifguard` so a printed command runs as printed (shell-quoted).
 
     * in a checkout: `./scripts/exifguard` from the checkout root, else its absolute path
-      (the script sets up the venv on first use);
+      (the script sets up the venv on first use); on Windows `.\\scripts\\exifguard.ps1`, its
+      PowerShell twin;
     * installed, with this interpreter's console script first on PATH: `exifguard`;
     * otherwise the console script's absolute path, or `python -m exifguard.cli`.
     """
     root = repo_root()
+    if windows is None:
+        windows = os.name == "nt"
+    if root is not None and windows and (root / "scripts" / "exifguard.ps1").is_file():
+        # PowerShell: a relative script runs as .\..., an absolute quoted one needs `&`
+        here = cwd if cwd is not None else _cwd()
+        if here is not None and here == root:
+            return ".\\scripts\\exifguard.ps1"
+        return "& '" + str(root / "scripts" / "exifguard.ps1").replace("'", "''") + "'"
     if root is not None and (root / "scripts" / "exifguard").is_file():
         here = cwd if cwd is not None else _cwd()
         if here is not None and here == root:
