@@ -64,7 +64,7 @@ def gps_photo(name: str):
     f = next((f for f in corpus.files("JPEG") if f.name == name), None)
     if f is None:
         return pytest.param(None, id=pid, marks=pytest.mark.skip(
-            reason=f"{name} not in the corpus at {corpus.CORPUS}"))
+            reason=corpus.missing(name)))
     assert any("GPSLatitude" in k for k in f.entry["privacy"]["gps"]), f"{name} has no GPS"
     return pytest.param(Photo(pid, f.path.name, f.data, path=f.path), id=pid)
 

@@ -27,7 +27,7 @@ def corpus_image(fmt: str) -> bytes:
     for f in corpus.manifest():
         if f.name == IMAGES[fmt]:
             return f.data
-    pytest.skip(f"corpus image {IMAGES[fmt]} not found")
+    pytest.skip(corpus.missing(f"corpus image {IMAGES[fmt]}"))
 
 
 def decode_span(carrier: str, region: bytes) -> bytes:

@@ -379,7 +379,7 @@ def corpus_images():
     from support import corpus
     files = corpus.files()
     if not files:
-        pytest.skip("corpus not available")
+        pytest.skip(corpus.missing())
     return files
 
 

@@ -174,7 +174,7 @@ def test_generated_canaries_do_not_survive(kind: str) -> None:
 def test_keep_icc_false_blanks_icc_property() -> None:
     f = next((c for c in corpus.files("HEIC") if "iphone11promax" in c.name), None)
     if f is None:
-        pytest.skip("corpus missing")
+        pytest.skip(corpus.missing("the iPhone 11 Pro Max HEIC"))
     kept = scrub(f.data)
     dropped = scrub(f.data, keep_icc=False)
     assert any(k.what == "colour profile" for k in kept.kept)

@@ -217,7 +217,7 @@ def test_corpus_png_broken_fails_closed(cf):
 def test_corpus_truncated_png_is_refused():
     fs = [f for f in corpus.files("PNG", broken=True) if "truncated" in f.name]
     if not fs:
-        pytest.skip("corpus missing")
+        pytest.skip(corpus.missing("the truncated PNG"))
     with pytest.raises(ScrubError, match="truncated"):
         scrub(fs[0].data)
 

@@ -47,7 +47,7 @@ UPLOAD_JS = """async ([url, b64]) => {
 def photo() -> bytes:
     fs = [f for f in corpus.files("JPEG") if f.entry.get("privacy", {}).get("gps")]
     if not fs:
-        pytest.skip("no JPEG with GPS in the corpus")
+        pytest.skip(corpus.missing("a JPEG with GPS"))
     return fs[0].data
 
 

@@ -33,7 +33,7 @@ PUT_URL = "https://files.oaiusercontent.com/files/abc/raw?se=2030&sp=w&sig=SECRE
 def photo() -> bytes:
     fs = [f for f in corpus.files("JPEG") if f.entry.get("privacy", {}).get("gps")]
     if not fs:
-        pytest.skip("no JPEG with GPS in the corpus")
+        pytest.skip(corpus.missing("a JPEG with GPS"))
     return fs[0].data
 
 

@@ -49,7 +49,7 @@ E2E_SHAPES = [builders.qwen_oss_put, builders.sora_multipart, builders.notebookl
 def photo() -> bytes:
     fs = [f for f in corpus.files("JPEG") if f.entry.get("privacy", {}).get("gps")]
     if not fs:
-        pytest.skip("no JPEG with GPS in the corpus")
+        pytest.skip(corpus.missing("a JPEG with GPS"))
     return fs[0].data
 
 

@@ -1,7 +1,9 @@
-"""Access to ../shared/corpus (real images with real metadata; test use only).
+"""Access to the real-image corpus (real images with real metadata; test use only).
 
-The product never reads the corpus; tests skip cleanly when it is absent.
-Set EXIFGUARD_CORPUS to point elsewhere.
+The corpus folder is $EXIFGUARD_CORPUS, else ../shared/corpus next to the checkout.
+`./scripts/fetch-corpus` downloads it from its public sources (tests/support/corpus-sources.json)
+and writes the manifest.json this module reads.  The product never reads the corpus; tests
+skip cleanly when it is absent, and every skip says how to get it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,24 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CORPUS = Path(os.environ.get("EXIFGUARD_CORPUS", REPO.parent / "shared" / "corpus"))
+CORPUS = Path(os.environ.get("EXIFGUARD_CORPUS") or REPO.parent / "shared" / "corpus").expanduser()
+#: The command that gets the corpus, as a person runs it from the checkout.
+FETCH = "./scripts/fetch-corpus"
+
+
+def how_to_get() -> str:
+    """What to run so that the corpus tests run (added to every corpus skip)."""
+    if CORPUS.is_dir() and any(CORPUS.glob("images/*")) and not (CORPUS / "manifest.json").exists():
+        return f"it has images but no manifest.json: run {FETCH} (it writes the manifest with ExifTool)"
+    if os.environ.get("EXIFGUARD_CORPUS"):
+        return f"get it with {FETCH} (downloads it there from its public sources)"
+    return (f"get it with {FETCH} (downloads it there from its public sources), or "
+            f"EXIFGUARD_CORPUS=<folder> {FETCH} --dest <folder> and run the tests with EXIFGUARD_CORPUS=<folder>")
+
+
+def missing(what: str = "corpus") -> str:
+    """A skip reason for a test that needs corpus files: what is missing, and how to get it."""
+    return f"{what} not found in the corpus at {CORPUS}: {how_to_get()}"
 
 
 @dataclass(frozen=True)
@@ -70,7 +89,8 @@ def params(*formats: str, broken: bool | None = False) -> list:
     """pytest parameters (with ids) for corpus files; a single skip marker if no corpus."""
     fs = files(*formats, broken=broken)
     if not fs:
-        reason = (f"corpus not found at {CORPUS}" if not manifest()
-                  else f"the corpus has no {'broken' if broken else ''} {'/'.join(formats) or 'any'} files")
+        reason = (f"corpus not found at {CORPUS}: {how_to_get()}" if not manifest()
+                  else f"the corpus at {CORPUS} has no {'broken ' if broken else ''}"
+                       f"{'/'.join(formats) or 'any'} files")
         return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
     return [pytest.param(f, id=f.name) for f in fs]
