@@ -184,16 +184,16 @@ def ask_proxy_seen(src: StatusSource, host: str, since: float, timeout: float = 
     if not src.proxy or src.ca_cert is None:
         return {"host": host, "tls_failed": False, "error": "this status page is not attached to a proxy"}
     url = f"https://{host}{probe.SEEN_PATH}?host={quote(host)}&since={since!r}"
-    ctx = ssl.create_default_context(cafile=str(src.ca_cert))
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"https": f"http://{src.proxy}"}),
-                                         urllib.request.HTTPSHandler(context=ctx))
     try:
+        ctx = ssl.create_default_context(cafile=str(src.ca_cert))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({"https": f"http://{src.proxy}"}),
+                                             urllib.request.HTTPSHandler(context=ctx))
         with opener.open(urllib.request.Request(url, headers={"accept": "application/json"}),
                          timeout=timeout) as r:
             d = json.loads(r.read(4096))
         return {"host": host, "tls_failed": d.get("tls_failed") is True,
                 "intercepted": d.get("intercepted") is True, "error": None}
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, ssl.SSLError) as exc:
         return {"host": host, "tls_failed": False,
                 "error": f"could not ask the proxy ({type(getattr(exc, 'reason', exc)).__name__})"}
 
