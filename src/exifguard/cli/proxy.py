@@ -479,6 +479,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--on-error", choices=["block", "pass"], default=None,
                    help="an image that cannot be cleaned: block it with a 4xx (default) or pass it "
                         "unchanged with a warning")
+    p.add_argument("--notify", choices=["blocked", "all", "off"], default=None,
+                   help="desktop notifications: blocked (when an upload is refused; default), all (also "
+                        "when photos were cleaned) or off")
     p.add_argument("--pac-port", type=int, default=None, metavar="PORT",
                    help="serve the PAC file on 127.0.0.1:PORT (default: proxy port + 1; 0: any free "
                         "port; -1: do not serve)")

@@ -21,7 +21,7 @@ With `--log-file` (what `exifguard service` runs), the run's output and mitmdump
 and copied by threads) also go to a private rotated file: see `runlog.py`.
 
 The merge rule for exifguard options: each may be given once, as an exifguard flag
-(`--mode`, `--on-error`, `--audit-log`/`--no-audit-log`, `--allow-remote`) or as `--set`
+(`--mode`, `--on-error`, `--notify`, `--audit-log`/`--no-audit-log`, `--allow-remote`) or as `--set`
 after `--`; given both ways it must be the same value, else the run stops naming both.
 Host lists (`--add-host`/`exifguard_hosts`, `--remove-host`/`exifguard_hosts_remove`)
 are merged (union), and exifguard run intercepts, constrains and PACs the union.
@@ -57,7 +57,7 @@ STOP_STEPS = ((signal.SIGINT, 4.0), (signal.SIGTERM, 2.0), (getattr(signal, "SIG
 RESERVED = {"exifguard_selftest_token": "set by exifguard run for `exifguard selftest`",
             "exifguard_ready_file": "set by exifguard run to learn that the addon is ready"}
 #: exifguard option <- the run flag that also sets it (for messages)
-FLAG_OF = {"exifguard_mode": "--mode", "exifguard_on_error": "--on-error",
+FLAG_OF = {"exifguard_mode": "--mode", "exifguard_on_error": "--on-error", "exifguard_notify": "--notify",
            "exifguard_audit_log": "--audit-log/--no-audit-log", "exifguard_allow_remote": "--allow-remote",
            "exifguard_hosts": "--add-host", "exifguard_hosts_remove": "--remove-host"}
 #: mitmproxy options exifguard run owns (a different value after -- would be wrong or unsafe)
@@ -86,6 +86,7 @@ class Plan:
     mode: str | None
     on_error: str | None
     user_sets: dict[str, list[str]] = field(default_factory=dict)
+    notify: str | None = None
 
 
 def parse_passthrough(passthrough: list[str]) -> argparse.Namespace:
@@ -163,6 +164,10 @@ def plan_options(args: argparse.Namespace, certs: Path, ns: argparse.Namespace) 
                             f"--on-error {args.on_error}")
     if ours and on_error is not None:
         sets.append(f"exifguard_on_error={on_error}")
+    flag_notify = getattr(args, "notify", None)
+    notify, ours = merged("exifguard_notify", flag_notify, flag_notify is not None, f"--notify {flag_notify}")
+    if ours and notify is not None:
+        sets.append(f"exifguard_notify={notify}")
     if args.no_audit_log and args.audit_log:
         raise RunError("--audit-log and --no-audit-log contradict each other", 2)
     if args.no_audit_log:
@@ -209,7 +214,7 @@ def plan_options(args: argparse.Namespace, certs: Path, ns: argparse.Namespace) 
                            "checked", 2)
         body, limit = None, n
     return Plan(sets, expected, extra, removed, body, limit, str(audit_log or ""),
-                mode, on_error, user)
+                mode, on_error, user, notify)
 
 
 def build_mitmdump_args(*, host: str, port: int, certs: Path, hosts: Any, constrained: bool,

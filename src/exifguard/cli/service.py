@@ -354,5 +354,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                    help="the PAC server's port (default: proxy port + 1; -1: no PAC server)")
     p.add_argument("--mode", choices=["strip", "audit", "block"], default=None,
                    help="pin the run's --mode (default: strip)")
+    p.add_argument("--notify", choices=["blocked", "all", "off"], default=None,
+                   help="pin the run's --notify (default: blocked, a notification when an upload is refused)")
     p.add_argument("--platform", choices=list(svc.PLATFORMS), default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_service)
