@@ -452,3 +452,40 @@ def test_the_service_runs_the_exifguard_that_is_running_now():
     r = subprocess.run([*prog, "run", "--help"], capture_output=True, text=True, timeout=120,
                        env=dict(os.environ, PATH="/nonexistent"))  # no PATH lookups
     assert r.returncode == 0 and "--log-file" in r.stdout, r.stderr
+
+
+@pytest.mark.e2e
+def test_the_units_exec_start_starts_a_ready_proxy_that_logs_and_stops_on_sigterm(tmp_path):
+    """ExecStart exactly as written in the unit (with an odd certs path and a free port):
+    the proxy reaches ready, logs to the unit's log file, and ends cleanly on SIGTERM,
+    which is how systemd (KillMode=mixed) and launchd stop it."""
+    import signal
+    import socket
+    import time
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    home = tmp_path / "home"
+    cfg = linux_cfg(home=str(home), program=cli_service.program("linux"), certs=str(tmp_path / "my 100% certs"),
+                    port=port, pac_port=-1, notify="off")
+    line = next(x for x in svc.systemd_unit(cfg).splitlines() if x.startswith("ExecStart="))
+    argv = shlex.split(line[len("ExecStart="):].replace("%%", "%").replace("$$", "$"))
+    assert argv == svc.run_argv(cfg)
+    log = Path(str(svc.log_file(cfg)))
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=home.parent,
+                            env={k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")})
+    try:
+        end = time.monotonic() + 90
+        while time.monotonic() < end and proc.poll() is None:
+            if log.exists() and "stop: Ctrl-C" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert log.exists() and f"exifguard proxy: http://127.0.0.1:{port}  (ready" in log.read_text(), \
+            proc.stderr.read() if proc.poll() is not None else "not ready"
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=30)
+    assert rc == 0
+    assert log.read_text().splitlines()[-1].endswith("exifguard: stopped.")
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600

@@ -290,9 +290,11 @@ def _status(args: argparse.Namespace, cfg: svc.ServiceConfig, certs: Path) -> in
     print(f"exifguard service: installed ({svc.KIND[cfg.platform]} {path})")
     print(f"  starts at login: {state['at_login']}")
     print(f"  running:         {state['running']}")
-    from .proxy import running_proxy
-    proxy = running_proxy(certs)
-    print(f"  proxy for {certs}: " + (f"answering at http://{proxy}" if proxy else "not running"))
+    from . import instance
+    if instance.fcntl is not None:  # run.lock tells a live run from a stale run.json (not on Windows)
+        from .proxy import running_proxy
+        proxy = running_proxy(certs)
+        print("  proxy:           " + (f"http://{proxy} (for {certs})" if proxy else f"none running for {certs}"))
     log = Path(str(plan.log_file))
     print(f"  log:             {log}" + ("" if log.exists() else " (not written yet)"))
     if old is not None and old != spec.text:
