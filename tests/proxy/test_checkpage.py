@@ -322,6 +322,7 @@ def opener(pp, trusted=True):
                                        urllib.request.HTTPSHandler(context=ctx))
 
 
+@pytest.mark.e2e
 def test_e2e_json_page_and_live_test_through_mitmdump(running):
     op = opener(running)
     with op.open(f"https://claude.ai{probe.JSON_PATH}", timeout=30) as r:
@@ -341,6 +342,7 @@ def test_e2e_json_page_and_live_test_through_mitmdump(running):
     assert records and records[-1]["selftest"] is True and records[-1]["path"] == probe.TEST_PATH
 
 
+@pytest.mark.e2e
 def test_e2e_a_refused_certificate_is_remembered_for_the_seen_question(running):
     import time
     since = time.time() - 1
@@ -359,6 +361,7 @@ def test_e2e_a_refused_certificate_is_remembered_for_the_seen_question(running):
     assert ask_proxy_seen(src, "claude.ai", time.time())["tls_failed"] is False
 
 
+@pytest.mark.e2e
 def test_e2e_exifguard_check_asks_the_running_proxy(running):
     p = subprocess.run([sys.executable, "-m", "exifguard.cli", "check", "--no-browser", "--certs",
                         str(running.certs)], capture_output=True, text=True, timeout=60)

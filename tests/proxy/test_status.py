@@ -40,7 +40,8 @@ def write_log(path: Path, records: list[dict]) -> None:
 def served(tmp_path):
     log = tmp_path / "audit.jsonl"
     src = status.StatusSource(started=time.time() - 3725, proxy="127.0.0.1:9", audit_log=log,
-                              hosts=HostSet.build(), mode="strip")
+                              hosts=HostSet.build(), mode="strip",
+                              cert_install="./scripts/exifguard cert install --certs '/a b'")
     srv, url = pac.serve(pac.pac_text(HostSet.build()), 0, status=src)
     port = srv.server_address[1]
 
@@ -72,6 +73,7 @@ def test_root_is_the_status_page_and_the_pac_stays_at_its_path(served):
     assert "<td>Claude</td><td>1</td><td>0</td>" in counts  # the one before the start is not counted
     assert "<td>OpenAI API</td><td>0</td><td>1</td>" in counts
     assert "1 test upload(s) not counted" in page
+    assert "./scripts/exifguard cert install --certs &#x27;/a b&#x27;" in page
     last = re.search(r'<table id="last">.*?</table>', page, re.S).group(0)
     assert "GPSLatitude" in last and "location" in last and "(test)" in last
     # names, never values or file names, even when the log holds them (log_values)

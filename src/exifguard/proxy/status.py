@@ -61,6 +61,9 @@ class StatusSource:
     audit_log: str | os.PathLike[str] | None = None
     hosts: HostSet | None = None
     mode: str | None = None
+    cert_install: str | None = None
+    """The command that installs exifguard's CA for this run (shown next to "certificate
+    not trusted"; it must run as printed)."""
 
     def host_set(self) -> HostSet:
         return self.hosts if self.hosts is not None else HostSet.build()
@@ -143,7 +146,7 @@ def snapshot(src: StatusSource, now: float | None = None) -> dict[str, Any]:
     now = time.time() if now is None else now
     d: dict[str, Any] = {"version": __version__, "started": src.started, "uptime_s": max(0, int(now - src.started)),
                          "proxy": src.proxy, "mode": src.mode, "audit_log": str(src.audit_log or "") or None,
-                         "check_url": check_url(src), "counts": {}, "last": [], "tests": 0,
+                         "check_url": check_url(src), "cert_install": src.cert_install, "counts": {}, "last": [], "tests": 0,
                          "counts_partial": False, "audit_error": None}
     if src.audit_log:
         try:
@@ -272,6 +275,8 @@ def render(snap: dict[str, Any], targets: list[probe.ProbeTarget], nonce: str, n
             (f"; {snap['tests']} test upload(s) not counted" if snap["tests"] else "") + ".</p>"
     data = {"since": now, "seen_url": SEEN, "timeout_ms": 8000}
     mode = snap["mode"] or "unknown"
+    cert = (f' (install it: <code id="cert-install">{e(snap["cert_install"])}</code>, then restart the browser)'
+            if snap.get("cert_install") else "")
     head = (f"exifguard {e(snap['version'])} is running" if snap["proxy"] else
             f"exifguard {e(snap['version'])}: PAC server (not attached to a running proxy)")
     return f"""<!doctype html>
@@ -292,7 +297,8 @@ mode <b>{e(mode)}</b>. The PAC file is at <a href="/proxy.pac">/proxy.pac</a>.</
 {log_note}
 <h2>Every AI service, from this browser</h2>
 <p class="muted">The same check as the check page, from here; it works in a browser that does not trust
-exifguard's certificate too.</p>
+exifguard's certificate too. <b>not routed</b>: this browser sends that host elsewhere (set the proxy or PAC
+for it); <b>certificate not trusted</b>: it reaches exifguard but refuses its certificate{cert}.</p>
 {probe.probe_table(targets)}
 {probe.json_script(data)}
 <script nonce="{nonce}">{probe.PROBE_SCRIPT}</script>
