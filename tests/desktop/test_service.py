@@ -59,7 +59,7 @@ def test_linux_unit_runs_this_exifguard_with_everything_pinned():
     assert spec.mode == 0o644
     unit = spec.text
     exec_line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
-    argv = shlex.split(exec_line[len("ExecStart="):])
+    argv = systemd_words(exec_line[len("ExecStart="):])
     assert argv == [sys.executable, "-P", "-m", "exifguard.cli", "run", "--certs", "/home/ana/.config/exifguard/certs",
                     "--port", "8090", "--mode", "audit", "--log-file", "/state/exifguard/exifguard.log"]
     for line in ("Restart=on-failure", "RestartSec=5", "StartLimitBurst=5", "StartLimitIntervalSec=120",
@@ -76,12 +76,31 @@ def test_linux_folders_follow_xdg_and_ignore_relative_values():
     assert svc.log_file(rel) == svc.log_file(linux_cfg())
 
 
+def systemd_words(exec_start: str) -> list[str]:
+    """ExecStart= as systemd reads it (systemd.service "Command lines", systemd.unit
+    "Specifiers"): a `%` not doubled is a specifier and a `$` not doubled a variable, both
+    replaced by systemd, so neither may appear in what exifguard writes; `%%` and `$$` are
+    literal; quoting and backslashes as in a shell's double quotes. (systemd-analyze verify
+    does not resolve specifiers, so this is checked here.)"""
+    out, i = [], 0
+    while i < len(exec_start):
+        c = exec_start[i]
+        if c in "%$":
+            assert exec_start[i + 1:i + 2] == c, f"unescaped {c} in {exec_start!r}"
+            i += 2
+        else:
+            i += 1
+        out.append(c)
+    return shlex.split("".join(out))
+
+
 def test_systemd_quoting_keeps_odd_paths_one_argument():
     odd = "/home/ana/my certs/100%$HOME\\x\"y"
     quoted = svc.systemd_quote(odd)
-    # systemd: %% is a literal %, $$ a literal $; then C-style quoting as in a shell's "..."
-    assert shlex.split(quoted.replace("%%", "%").replace("$$", "$")) == [odd]
+    assert systemd_words(quoted) == [odd]
     assert svc.systemd_quote("/plain/path") == "/plain/path"
+    with pytest.raises(AssertionError, match="unescaped %"):
+        systemd_words('"/a/100%x"')  # the check itself can fail
 
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
@@ -469,7 +488,7 @@ def test_the_units_exec_start_starts_a_ready_proxy_that_logs_and_stops_on_sigter
     cfg = linux_cfg(home=str(home), program=cli_service.program("linux"), certs=str(tmp_path / "my 100% certs"),
                     port=port, pac_port=-1, notify="off")
     line = next(x for x in svc.systemd_unit(cfg).splitlines() if x.startswith("ExecStart="))
-    argv = shlex.split(line[len("ExecStart="):].replace("%%", "%").replace("$$", "$"))
+    argv = systemd_words(line[len("ExecStart="):])
     assert argv == svc.run_argv(cfg)
     log = Path(str(svc.log_file(cfg)))
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=home.parent,
