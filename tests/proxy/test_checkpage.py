@@ -30,9 +30,9 @@ from exifguard.proxy.selftest import exif_tag_names
 BOUNDARY = "exifguard-test-boundary"
 
 
-def make_flow(host="claude.ai", path=probe.JSON_PATH, method="GET", body=b"", headers=()):
+def make_flow(host="claude.ai", path=probe.JSON_PATH, method="GET", body=b"", headers=(), scheme="https"):
     hdrs = http.Headers([(k.encode(), v.encode()) for k, v in headers])
-    req = tutils.treq(method=method.encode(), host=host, port=443, scheme=b"https", path=path.encode(),
+    req = tutils.treq(method=method.encode(), host=host, port=443, scheme=scheme.encode(), path=path.encode(),
                       headers=hdrs, content=body)
     return tflow.tflow(req=req)
 
@@ -107,6 +107,14 @@ async def test_the_whole_namespace_is_answered_never_forwarded(chain):
         assert f.response is not None and f.response.status_code == status, (method, path)
 
 
+async def test_plain_http_claims_nothing_and_is_not_forwarded(chain):
+    for path in (probe.JSON_PATH, probe.WELL_KNOWN):
+        f = make_flow(path=path, scheme="http")
+        await run_chain(chain.eg, chain.cp, f)
+        assert f.response.status_code == 400 and b"protected" not in f.response.content
+        assert b"https://claude.ai/.well-known/exifguard" in f.response.content
+
+
 # ---- exifguard not healthy: never "protected" ----------------------------------------------
 class FakeGuard:
     name = "exifguard_guard"
@@ -135,6 +143,28 @@ async def test_an_unhealthy_guard_means_a_refusal_not_protected():
         f = make_flow(path=probe.TEST_PATH, method="POST", body=body, headers=hdrs)
         await run_chain(eg, cp, f)
         assert f.response.status_code == 503 and answer(f)["outcome"] == "refused"
+
+
+async def test_with_the_real_guard_nothing_is_answered_before_exifguard_is_checked():
+    """Issue 11: until the guard's check passed (or after a configure failed), every request is
+    refused; the check page must not answer "protected" in between."""
+    from exifguard.proxy.guard import Guard
+    eg, cp, guard = Exifguard(), CheckPage(), Guard()
+    guard.track([eg, cp], [])
+    with taddons.context(eg, cp, guard) as tctx:
+        tctx.configure(eg)
+        for checked in (False, True):
+            if checked:
+                guard.check()
+                guard.configured[id(eg)] = "exifguard: bad option"  # a later configure failed
+            f = make_flow()
+            for hook in ("requestheaders", "request"):  # the master's order: script addons, then the guard
+                for addon in (eg, cp, guard):
+                    r = getattr(addon, hook)(f)
+                    if hasattr(r, "__await__"):
+                        await r
+            assert f.response.status_code == 503, checked
+            assert b'"protected"' not in f.response.content
 
 
 async def test_a_healthy_guard_whose_exifguard_hook_did_not_finish_refuses():

@@ -150,6 +150,13 @@ class CheckPage:
                 503, f"exifguard is not active in this proxy, so this request was refused and nothing "
                      f"was sent: {why}.\n", probe.security_headers("text/plain; charset=utf-8"))
             return
+        if req.scheme != "https":
+            # over plain HTTP nothing here would prove that the browser trusts exifguard's
+            # certificate; answered (not forwarded) with where to look instead
+            flow.response = http.Response.make(
+                400, f"exifguard's check page is at https://{host}{probe.WELL_KNOWN}\n",
+                probe.security_headers("text/plain; charset=utf-8"))
+            return
         cors = self._cors(req, hosts)
         method = req.method.upper()
         if method == "OPTIONS":
