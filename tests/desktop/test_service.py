@@ -372,7 +372,17 @@ def test_install_status_uninstall_round_trip(home, tmp_path, capsys):
     # stopped after failures
     runner.answers[("systemctl", "--user", "is-active")] = svc.Result(3, "failed\n")
     assert main(["service", "status", "--certs", str(certs), "--port", "8091"]) == cli_service.NOT_RUNNING
-    assert "running:         no (failed)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "running:         no (failed)" in out
+    assert _printed_command(out, "install --force")[:3] == ["service", "install", "--force"]
+    # --force over the same definition: a repair (registered and restarted again)
+    runner.calls.clear()
+    runner.answers = {}
+    assert main(["service", "install", "--force", "--certs", str(certs), "--port", "8091"]) == 0
+    capsys.readouterr()
+    assert runner.calls == [("systemctl", "--user", "daemon-reload"),
+                            ("systemctl", "--user", "enable", "--now", "exifguard.service"),
+                            ("systemctl", "--user", "restart", "exifguard.service")]
 
     runner.calls.clear()
     runner.answers = {}

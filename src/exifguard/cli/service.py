@@ -182,21 +182,24 @@ def _install(args: argparse.Namespace, cfg: svc.ServiceConfig, certs: Path) -> i
     spec = svc.definition(cfg)
     path = Path(str(spec.path))
     old = _installed_text(path, spec)
-    replacing = old is not None and old != spec.text
+    # --force over the same definition re-registers and restarts it (a repair after a
+    # manual `systemctl --user disable`, `launchctl bootout`, a deleted task)
+    replacing = old is not None and (old != spec.text or args.force)
     plan = svc.install_plan(cfg, replacing=replacing)
     if args.dry_run:
-        if old == spec.text:
+        if old == spec.text and not args.force:
             print(f"# already installed with this definition ({path}): install would change nothing")
-        elif replacing:
+        elif replacing and old != spec.text:
             print(f"# an installed definition differs ({path}); install needs --force to replace it:")
             print("".join(f"#   {line}" for line in svc.diff(old or "", spec.text, spec.path).splitlines(True)))
         print(svc.format_plan(plan), end="")
         return 0
-    if old == spec.text:
+    if old == spec.text and not args.force:
         print(f"exifguard: already installed with this definition ({svc.KIND[cfg.platform]} {path}); nothing "
-              f"changed.\n  Is it running? {prefix} service status{_same_options(args, certs)}")
+              f"changed.\n  Is it running? {prefix} service status{_same_options(args, certs)}\n"
+              f"  To register and restart it again: {prefix} service install --force{_same_options(args, certs)}")
         return 0
-    if replacing and not args.force:
+    if replacing and not args.force:  # a different definition
         print(f"exifguard: a different exifguard service is installed ({path}):\n"
               f"{svc.diff(old or '', spec.text, spec.path)}"
               f"Replace it (it is restarted with the new definition):\n"
@@ -299,6 +302,9 @@ def _status(args: argparse.Namespace, cfg: svc.ServiceConfig, certs: Path) -> in
     print(f"  log:             {log}" + ("" if log.exists() else " (not written yet)"))
     if old is not None and old != spec.text:
         print(f"  the installed definition differs from these options; to use them:\n"
+              f"    {prefix} service install --force{_same_options(args, certs)}")
+    elif not (state["active"] and state["registered"]):
+        print(f"  to register and (re)start it again:\n"
               f"    {prefix} service install --force{_same_options(args, certs)}")
     hint = {"linux": f"systemctl --user status {svc.UNIT_NAME}",
             "macos": f"launchctl print gui/{cfg.uid}/{svc.LAUNCHD_LABEL}",
