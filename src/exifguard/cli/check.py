@@ -55,8 +55,9 @@ def cmd_check(args: argparse.Namespace, open_browser: Callable[[str], bool] | No
     from .proxy import _certs, _certs_opt, _hosts, running_proxy
     prefix = command_prefix()
     certs = _certs(args)
-    host = normalise_host(args.host)
     hosts = _hosts(args, certs)
+    from ..proxy.probe import check_page_host
+    host = normalise_host(args.host) if args.host else check_page_host(hosts)
     if hosts.lookup(host) is None:
         print(f"exifguard: {host} is not a host exifguard intercepts, so it has no check page there.\n"
               f"The hosts it intercepts (use one with --host):\n  {prefix} hosts{_certs_opt(args, certs)}",
@@ -115,7 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                     "itself, so it loads only when that browser goes through exifguard and trusts its "
                     "certificate; it lists every AI service's state and runs a live test upload. Also "
                     "asks the running proxy whether it answers \"protected\" (exit status 0 if so).")
-    p.add_argument("--host", default=DEFAULT_HOST,
+    p.add_argument("--host", default=None,
                    help=f"an intercepted host to check (default {DEFAULT_HOST}; `hosts` lists them)")
     p.add_argument("--no-browser", action="store_true", help="only print the URL and the proxy's answer")
     _certs_arg(p)

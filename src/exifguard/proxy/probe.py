@@ -94,6 +94,22 @@ def probe_targets(hosts: HostSet) -> list[ProbeTarget]:
     return out
 
 
+CHECK_HOST = "claude.ai"
+
+
+def check_page_host(hosts: HostSet) -> str:
+    """The host whose check page exifguard points people to: claude.ai, unless it was
+    removed from the host list (then the first service's probe host)."""
+    if hosts.lookup(CHECK_HOST) is not None:
+        return CHECK_HOST
+    return next((t.host for t in probe_targets(hosts)), CHECK_HOST)
+
+
+def check_page_url(hosts: HostSet) -> str:
+    """`https://claude.ai/.well-known/exifguard` (see `check_page_host`)."""
+    return f"https://{check_page_host(hosts)}{WELL_KNOWN}"
+
+
 class TlsFailures:
     """Recent client-side TLS handshake failures, by host name only (thread-safe).
 
@@ -245,6 +261,6 @@ def probe_table(targets: list[ProbeTarget]) -> str:
             f'</tr></thead><tbody>{rows}</tbody></table><p id="probe-summary" class="muted"></p>')
 
 
-__all__ = ["FAILURE_SLOTS", "FAILURE_TTL_S", "JSON_PATH", "PROBE_SCRIPT", "ProbeTarget", "SAMPLE_PATH",
+__all__ = ["CHECK_HOST", "check_page_host", "check_page_url", "FAILURE_SLOTS", "FAILURE_TTL_S", "JSON_PATH", "PROBE_SCRIPT", "ProbeTarget", "SAMPLE_PATH",
            "SEEN_PATH", "STYLE", "TEST_PATH", "TlsFailures", "WELL_KNOWN", "concrete_host", "csp",
            "json_script", "parse_since", "probe_table", "probe_targets", "security_headers", "seen_answer"]

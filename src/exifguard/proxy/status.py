@@ -44,7 +44,6 @@ STATUS_JSON = "/status.json"
 SEEN = "/seen"
 TAIL_BYTES = 512 * 1024
 LAST_UPLOADS = 12
-CHECK_HOST = "claude.ai"
 ASK_TIMEOUT_S = 5.0
 _ACTIONS = ("stripped", "blocked", "passed", "audit")
 
@@ -160,10 +159,7 @@ def snapshot(src: StatusSource, now: float | None = None) -> dict[str, Any]:
 
 
 def check_url(src: StatusSource) -> str:
-    hosts = src.host_set()
-    host = CHECK_HOST if hosts.lookup(CHECK_HOST) is not None else \
-        next((t.host for t in probe.probe_targets(hosts)), CHECK_HOST)
-    return f"https://{host}{probe.WELL_KNOWN}"
+    return probe.check_page_url(src.host_set())
 
 
 def uptime_text(seconds: int) -> str:
