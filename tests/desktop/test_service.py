@@ -464,6 +464,11 @@ def test_failures_are_messages_not_tracebacks(home, tmp_path, capsys, monkeypatc
     assert main(["service"]) == 2
     assert "service install" in capsys.readouterr().err
 
+    monkeypatch.setattr(cli_service, "host_platform", lambda: svc.current_platform("sunos5"))
+    assert main(["service", "install"]) == 1
+    err = capsys.readouterr().err
+    assert "not supported on this system (sunos5)" in err and "autostart" in err and "Traceback" not in err
+
 
 def test_install_refuses_an_exifguard_found_only_through_pythonpath(home, tmp_path, capsys, monkeypatch):
     import exifguard
