@@ -1,0 +1,10 @@
+"""Make scripts/corpuslib importable (it lives with scripts/fetch-corpus, not in src)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+if str(SCRIPTS) not in sys.path:
+    sys.path.insert(0, str(SCRIPTS))
