@@ -18,6 +18,11 @@ How a page tells the three states of a service apart (a browser's `fetch()` only
   refused its certificate: **certificate not trusted**; nothing at all means the browser
   went elsewhere (DIRECT, another proxy): **not routed**.
 
+What a probe costs: a routed probe never leaves the computer (exifguard answers it).  A
+probe of a host that is *not* routed goes wherever the browser sends it, normally to the
+real service: a credential-less `GET /.well-known/exifguard.json` that the service answers
+with its own 404, and that exposes nothing but the request itself.
+
 The probe host of a service is one concrete name its rules match (`probe_targets`): an
 exact rule as is, a subtree rule's own domain (`*.oaiusercontent.com` ->
 `oaiusercontent.com`), a one-label glob with the wildcard filled in.
