@@ -94,9 +94,17 @@ def config(args: argparse.Namespace, platform: str, environ: dict[str, str] | No
         user=_windows_user(env) if platform == "windows" else None)
 
 
+def _q(arg: str) -> str:
+    """One argument of a printed command, quoted for the shell the prefix is for
+    (PowerShell on Windows, where command_prefix() prints the .ps1 script)."""
+    if os.name == "nt":
+        return arg if arg and all(c.isalnum() or c in "-_.:\\/" for c in arg) else "'" + arg.replace("'", "''") + "'"
+    return shlex.quote(arg)
+
+
 def _same_options(args: argparse.Namespace, certs: Path) -> str:
     """The options of this command again, for a command line we print."""
-    out = f" --certs {shlex.quote(str(certs))}" if args.certs is not None else ""
+    out = f" --certs {_q(str(certs))}" if args.certs is not None else ""
     if args.port != 8080:
         out += f" --port {args.port}"
     if args.pac_port is not None:
@@ -231,7 +239,7 @@ def _install(args: argparse.Namespace, cfg: svc.ServiceConfig, certs: Path) -> i
 
 
 def _certs_opt_str(args: argparse.Namespace, certs: Path) -> str:
-    return f" --certs {shlex.quote(str(certs))}" if args.certs is not None else ""
+    return f" --certs {_q(str(certs))}" if args.certs is not None else ""
 
 
 def _registered(cfg: svc.ServiceConfig, plan: svc.ServicePlan, path: Path) -> bool:
