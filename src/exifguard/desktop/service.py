@@ -192,7 +192,7 @@ def systemd_unit(cfg: ServiceConfig) -> str:
     """
     exec_start = " ".join(systemd_quote(a) for a in run_argv(cfg))
     return "\n".join([
-        "# Written by `exifguard service install`; remove it with `exifguard service uninstall`.",
+        "# Written by exifguard (its service install command); its service uninstall command removes it.",
         "[Unit]",
         f"Description={DESCRIPTION}",
         f"StartLimitIntervalSec={START_LIMIT_INTERVAL_S}",
