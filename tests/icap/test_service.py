@@ -294,7 +294,8 @@ def _slow_rewrite(seconds: float, calls: list):
 
 def test_busy_is_503_never_204(service):
     calls: list = []
-    cfg = ServiceConfig(threads=1, queue=0, inspect_timeout=30)
+    # regular slots only (the express lane for small bodies is tested in tests/proxy/test_workers.py)
+    cfg = ServiceConfig(threads=1, queue=0, inspect_timeout=30, express=0)
     s = service(cfg, Reqmod(cfg, rewrite=_slow_rewrite(1.5, calls)))
     up = fh.raw_put(image(40), "JPEG", 40)
     results = []

@@ -343,7 +343,7 @@ def test_overloaded_service_refuses_and_forwards_nothing_unchecked(sink, fresh):
         time.sleep(1.0)
         return rewrite_request(*a, **k)
 
-    cfg = ServiceConfig(threads=1, queue=0)
+    cfg = ServiceConfig(threads=1, queue=0, express=0)  # regular slots only: small images
     svc = Running(cfg, Reqmod(cfg, rewrite=slow))
     sq = start_squid([f"icap://127.0.0.1:{svc.port}/reqmod"], sink.port, sink.cert)
     try:

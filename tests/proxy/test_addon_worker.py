@@ -251,6 +251,7 @@ class BlockingRewrite(FakeRewrite):
 async def test_busy_proxy_answers_503_with_retry_after_even_with_on_error_pass(setup, caplog):
     rw = BlockingRewrite()
     addon, tctx = setup(rw, exifguard_workers=1, exifguard_queue=0, exifguard_on_error="pass")
+    tctx.configure(addon, exifguard_express=0)  # regular slots only (the express lane: test_workers.py)
     first = flow()
     task = asyncio.create_task(run(addon, tctx, first))
     assert await asyncio.to_thread(rw.entered.acquire, True, HANG)
@@ -272,6 +273,7 @@ async def test_busy_proxy_answers_503_with_retry_after_even_with_on_error_pass(s
 async def test_busy_in_audit_mode_forwards(setup):
     rw = BlockingRewrite()
     addon, tctx = setup(rw, exifguard_workers=1, exifguard_queue=0, exifguard_mode="audit")
+    tctx.configure(addon, exifguard_express=0)  # regular slots only (the express lane: test_workers.py)
     task = asyncio.create_task(run(addon, tctx, flow()))
     assert await asyncio.to_thread(rw.entered.acquire, True, HANG)
     g = flow()
@@ -286,6 +288,7 @@ async def test_timeout_blocks_once_and_keeps_the_slot_until_the_thread_ends(setu
     rw = BlockingRewrite()
     addon, tctx = setup(rw, exifguard_inspect_timeout=1, exifguard_workers=1, exifguard_queue=0,
                         exifguard_on_error="pass")
+    tctx.configure(addon, exifguard_express=0)  # regular slots only (the express lane: test_workers.py)
     f = flow()
     await run(addon, tctx, f)
     assert f.response.status_code == 503 and "did not finish within 1 s" in f.response.text

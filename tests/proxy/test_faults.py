@@ -394,7 +394,8 @@ def test_queue_full_refuses_with_503_and_sends_nothing(tmp_path, sink):
     """One worker, one waiting place, four slow uploads: the two that find no place are
     refused at once (503, Retry-After), the others arrive cleaned; nothing leaks."""
     p, fault_dir = start_fault_proxy(tmp_path, sink, mitmdump_args=(
-        "--set", "exifguard_workers=1", "--set", "exifguard_queue=1"), EGFAULT_SLOW="2")
+        "--set", "exifguard_workers=1", "--set", "exifguard_queue=1", "--set", "exifguard_express=0"),
+        EGFAULT_SLOW="2")
     p.fault_dir = fault_dir  # type: ignore[attr-defined]
     try:
         sink.clear()

@@ -225,3 +225,85 @@ def test_tune_malloc_fixes_the_thresholds_once():
     import sys
     if sys.platform.startswith("linux") and workers._MALLOPT is not None:
         assert first is True
+
+
+# ---- express lane ------------------------------------------------------------------------
+async def test_small_bodies_do_not_queue_behind_large_inspections():
+    """Issue 11's leftover: a chat message waited behind slow photo inspections."""
+    pool: InspectionPool = InspectionPool(1, 10, trim=None, express=1, small_bytes=100)
+    big, small = Gate(), Gate()
+    first = asyncio.create_task(pool.run(big.job("big1"), size=10_000, timeout=HANG))
+    await big.wait_started(1)
+    second = asyncio.create_task(pool.run(big.job("big2"), size=10_000, timeout=HANG))
+    await until(lambda: pool.stats.waiting == 1, "the second large one waiting")
+    # a small body runs at once, in the express slot, while the large ones hold or wait
+    fast = asyncio.create_task(pool.run(small.job("s1"), size=50, timeout=HANG))
+    await small.wait_started(1)
+    assert pool.stats.express_running == 1 and pool.stats.running == 2
+    # the next small one waits for the express lane (never for a large one's slot)
+    later = asyncio.create_task(pool.run(small.job("s2"), size=50, timeout=HANG))
+    await until(lambda: pool.stats.waiting == 2, "a small one waiting too")
+    small.release.set()
+    assert await fast == "s1" and await later == "s2"
+    assert big.now == 1 and pool.stats.waiting == 1  # large ones untouched by the express lane
+    big.release.set()
+    assert await first == "big1" and await second == "big2"
+    await until(lambda: pool.stats.running == 0 and pool.stats.express_running == 0, "all released")
+    assert big.peak == 1  # never two large inspections at once: the memory bound holds
+    pool.close()
+
+
+async def test_large_bodies_never_use_the_express_lane_and_the_queue_bound_counts_both():
+    pool: InspectionPool = InspectionPool(1, 2, trim=None, express=1, small_bytes=100)
+    gate = Gate()
+    t1 = asyncio.create_task(pool.run(gate.job(1), size=1000, timeout=HANG))
+    await gate.wait_started(1)
+    t2 = asyncio.create_task(pool.run(gate.job(2), size=1000, timeout=HANG))
+    await until(lambda: pool.stats.waiting == 1, "large waiting")
+    assert pool.stats.express_running == 0
+    t3 = asyncio.create_task(pool.run(gate.job(3), size=10, timeout=HANG))   # express
+    await gate.wait_started(1)
+    t4 = asyncio.create_task(pool.run(gate.job(4), size=10, timeout=HANG))   # waits: queue now full
+    await until(lambda: pool.stats.waiting == 2, "queue full")
+    with pytest.raises(Busy):
+        await pool.run(gate.job(5), size=10, timeout=HANG)
+    gate.release.set()
+    assert await asyncio.gather(t1, t2, t3, t4) == [1, 2, 3, 4]
+    await until(lambda: pool.stats.running == 0, "released")
+    pool.close()
+
+
+async def test_a_free_regular_slot_goes_to_a_waiting_large_body_before_small_ones():
+    pool: InspectionPool = InspectionPool(1, 10, trim=None, express=1, small_bytes=100)
+    a, b = Gate(), Gate()
+    held = asyncio.create_task(pool.run(a.job("held"), size=1000, timeout=HANG))
+    await a.wait_started(1)
+    exp = asyncio.create_task(pool.run(b.job("exp"), size=10, timeout=HANG))
+    await b.wait_started(1)
+    large = asyncio.create_task(pool.run(b.job("large"), size=1000, timeout=HANG))
+    await until(lambda: pool.stats.waiting == 1, "large waiting")
+    small = asyncio.create_task(pool.run(b.job("small"), size=10, timeout=HANG))
+    await until(lambda: pool.stats.waiting == 2, "small waiting")
+    a.release.set()
+    assert await held == "held"
+    await b.wait_started(1)  # the freed regular slot went to the large body
+    assert pool.stats.waiting == 1 and pool.stats.express_running == 1
+    b.release.set()
+    assert await asyncio.gather(exp, large, small) == ["exp", "large", "small"]
+    pool.close()
+
+
+async def test_set_express_changes_the_lane_for_new_work():
+    pool: InspectionPool = InspectionPool(1, 0, trim=None, express=1, small_bytes=100)
+    gate = Gate()
+    held = asyncio.create_task(pool.run(gate.job(1), size=1000, timeout=HANG))
+    await gate.wait_started(1)
+    pool.set_express(0)
+    with pytest.raises(Busy):
+        await pool.run(gate.job(2), size=10, timeout=HANG)  # no lane, no queue
+    pool.set_express(1)
+    small = asyncio.create_task(pool.run(gate.job(3), size=10, timeout=HANG))
+    await gate.wait_started(1)
+    gate.release.set()
+    assert await held == 1 and await small == 3
+    pool.close()

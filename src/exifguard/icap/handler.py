@@ -44,7 +44,7 @@ from ..proxy.hosts import HostEntry, HostSet, Match, normalise_host
 from ..proxy.inspect import Refused, Settings, Upload, inspect_upload
 from ..proxy.logline import escape
 from ..proxy.policy import Mode, OnError, Outcome
-from ..proxy.workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed
+from ..proxy.workers import EXPRESS_SLOTS, Busy, InspectionPool, InspectionTimeout, WorkerFailed
 from .protocol import HTTPHead
 
 log = logging.getLogger("exifguard")
@@ -77,6 +77,8 @@ class ServiceConfig:
     """Inspections at once per process (the pool's worker threads)."""
     queue: int = 32
     """Inspections that may wait per process; beyond, 503 busy."""
+    express: int = EXPRESS_SLOTS
+    """Extra slots per process for small bodies (chat messages), so they never wait behind photos."""
     buffer_budget: int = 1024 * 1024 * 1024
     """Body bytes one process may hold at once across its connections; beyond, 503 busy."""
     preview: int = 32768
@@ -168,7 +170,8 @@ class Reqmod:
         self.config = config
         self.rewrite = rewrite or rewrite_request
         self.pool: InspectionPool[Any] = pool or InspectionPool(config.threads, config.queue,
-                                                                bounds_hint="exifguard icap --threads / --queue")
+                                                                bounds_hint="exifguard icap --threads / --queue",
+                                                                express=config.express)
         self.uploads = UploadTracker()
         self.counters = Counters()
         self.audit: AuditLog | None = None

@@ -57,7 +57,7 @@ from .hosts import HostSet, Match, normalise_host
 from .inspect import Refused, Settings, Upload, inspect_upload
 from .logline import escape
 from .policy import Action, Mode, OnError, Outcome
-from .workers import Busy, InspectionPool, InspectionTimeout, WorkerFailed, tune_malloc
+from .workers import EXPRESS_SLOTS, Busy, InspectionPool, InspectionTimeout, WorkerFailed, tune_malloc
 
 log = logging.getLogger("exifguard")
 
@@ -257,7 +257,8 @@ class Exifguard:
         self.uploads = UploadTracker()
         self.inspect_limit = DEFAULT_INSPECT_LIMIT
         self.inspect_timeout: float = DEFAULT_INSPECT_TIMEOUT
-        self.pool: InspectionPool[Any] = InspectionPool(None, DEFAULT_QUEUE)
+        # small bodies (chat messages) have an express lane: they never wait behind photos
+        self.pool: InspectionPool[Any] = InspectionPool(None, DEFAULT_QUEUE, express=EXPRESS_SLOTS)
         self.repeats = RepeatedErrors()
 
     # ---- options -------------------------------------------------------------------
@@ -305,6 +306,10 @@ class Exifguard:
         loader.add_option("exifguard_queue", int, DEFAULT_QUEUE,
                           "Uploads that may wait for a worker; more are refused with 503 and "
                           "Retry-After (nothing is sent).")
+        loader.add_option("exifguard_express", int, EXPRESS_SLOTS,
+                          "Extra inspection slots for small bodies (at most 256 KiB: chat messages, "
+                          "API calls, small images), so they never wait behind large photos; "
+                          "0 turns this express lane off.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -329,6 +334,10 @@ class Exifguard:
                 if opts.exifguard_queue < 0:
                     raise ValueError(f"exifguard_queue must be 0 or more (got {opts.exifguard_queue})")
                 self.pool.resize(opts.exifguard_workers or None, opts.exifguard_queue)
+            if "exifguard_express" in updated:
+                if opts.exifguard_express < 0:
+                    raise ValueError(f"exifguard_express must be 0 or more (got {opts.exifguard_express})")
+                self.pool.set_express(opts.exifguard_express)
         except ValueError as exc:
             raise exceptions.OptionsError(str(exc)) from exc
         if "stream_large_bodies" in updated and getattr(opts, "stream_large_bodies", None):
