@@ -52,3 +52,14 @@ def test_help_describes_it(capsys):
         build_parser().parse_args(["check", "--help"])
     out = capsys.readouterr().out
     assert "--no-browser" in out and "--host" in out and "loads only when that browser" in out
+
+
+def test_status_page_address_comes_from_run_json(tmp_path):
+    import json
+
+    from exifguard.cli.check import _status_page
+    assert _status_page(tmp_path) is None
+    (tmp_path / "run.json").write_text(json.dumps({"pac_url": "http://127.0.0.1:8081/proxy.pac"}))
+    assert _status_page(tmp_path) == "http://127.0.0.1:8081/"
+    (tmp_path / "run.json").write_text(json.dumps({"pac_url": None}))
+    assert _status_page(tmp_path) is None

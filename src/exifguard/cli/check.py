@@ -48,6 +48,16 @@ def ask_proxy(proxy: str, ca_cert: Path, host: str, timeout: float = TIMEOUT_S) 
     return d
 
 
+def _status_page(certs: Path) -> str | None:
+    """The running proxy's status page (the PAC server's root), from run.json."""
+    from ..proxy.pac import status_url
+    try:
+        url = json.loads((certs / "run.json").read_text()).get("pac_url")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return status_url(url) if isinstance(url, str) and url.startswith("http://") else None
+
+
 def cmd_check(args: argparse.Namespace, open_browser: Callable[[str], bool] | None = None) -> int:
     from ..proxy import ca
     from ..proxy.hosts import normalise_host
@@ -85,6 +95,9 @@ def cmd_check(args: argparse.Namespace, open_browser: Callable[[str], bool] | No
             reason = getattr(exc, "reason", exc)
             print(f"could not ask the proxy at {proxy}: {reason}")
         else:
+            status_page = _status_page(certs)
+            if status_page:
+                print(f"status page: {status_page}  (also checks a browser that does not trust the certificate)")
             if d.get("protected") is True and d.get("host") == host:
                 print(f"the proxy at {proxy} answers for {host}: protected (exifguard {d.get('version')}, "
                       f"mode {d.get('mode')})")
