@@ -184,3 +184,5 @@ def test_a_browser_without_the_ca_sees_certificate_not_trusted_on_the_status_pag
         assert set(states.values()) == {"untrusted"}, states
         row = page.locator('#probes tr[data-host="claude.ai"]').inner_text()
         assert "certificate not trusted" in row
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "status-page-untrusted.png"), full_page=True)

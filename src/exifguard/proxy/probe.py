@@ -195,7 +195,7 @@ body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:56em;padding:
 h1{font-size:1.4em} h2{font-size:1.1em;margin-top:1.6em}
 table{border-collapse:collapse;width:100%} th,td{text-align:left;padding:.3em .6em;border-bottom:1px solid #ddd}
 .ok{color:#0a6b2d;font-weight:600} .bad{color:#a4161a;font-weight:600} .warn{color:#8a5a00;font-weight:600}
-.muted{color:#666} code{background:#f2f2f2;padding:0 .25em;border-radius:3px}
+.muted{color:#666} code{background:#f2f2f2;padding:0 .25em;border-radius:3px} td.state{white-space:nowrap}
 .box{border:1px solid #ccc;border-radius:6px;padding:.8em 1em;margin:.8em 0}
 """
 
@@ -205,10 +205,8 @@ table{border-collapse:collapse;width:100%} th,td{text-align:left;padding:.3em .6
 PROBE_SCRIPT = r"""
 (function () {
   const cfg = JSON.parse(document.getElementById("exifguard-data").textContent);
-  const LABEL = {"protected": "protected", "audit": "routed, but AUDIT mode: uploads are NOT cleaned",
-                 "not-routed": "not routed (this browser does not send it through exifguard)",
-                 "untrusted": "certificate not trusted (routed through exifguard, but this browser " +
-                              "does not trust exifguard's certificate)"};
+  const LABEL = {"protected": "protected", "audit": "AUDIT mode: not cleaned",
+                 "not-routed": "not routed", "untrusted": "certificate not trusted"};
   const CLS = {"protected": "ok", "audit": "warn", "not-routed": "bad", "untrusted": "bad"};
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   async function timed(url, opts, ms) {
@@ -249,9 +247,16 @@ PROBE_SCRIPT = r"""
   }
   const rows = Array.from(document.querySelectorAll("#probes tbody tr"));
   Promise.all(rows.map(one)).then(() => {
-    const n = rows.filter((r) => r.dataset.state === "protected").length;
+    const count = (s) => rows.filter((r) => r.dataset.state === s).length;
     const sum = document.getElementById("probe-summary");
-    if (sum) { sum.textContent = n + " of " + rows.length + " services protected in this browser."; }
+    if (sum) {
+      let text = count("protected") + " of " + rows.length + " services protected in this browser";
+      for (const s of ["untrusted", "not-routed", "audit"]) {
+        if (count(s)) { text += "; " + count(s) + " " + LABEL[s]; }
+      }
+      sum.textContent = text + ".";
+      sum.className = count("protected") === rows.length ? "ok" : "bad";
+    }
     document.getElementById("probes").dataset.done = "1";
   });
 })();
