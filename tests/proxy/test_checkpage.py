@@ -200,6 +200,7 @@ async def test_page_says_routed_and_trusted_with_a_strict_policy_and_no_external
         assert f'data-host="{t.host}"' in page
         assert f"https://{t.host}" in policy
     assert "<script>" not in page  # every executed script carries the nonce
+    assert " cert install --certs " in page  # the taddons confdir is not the default certs folder
 
 
 def test_page_escapes_what_it_shows():

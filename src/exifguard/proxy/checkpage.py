@@ -219,7 +219,8 @@ class CheckPage:
         targets = probe.probe_targets(hosts)
         connect = ["'self'", *dict.fromkeys(f"https://{t.host}" for t in targets)]
         body = render_check_page(host=host, mode=self._mode(), targets=targets, since=time.time(),
-                                 nonce=nonce, sample_bytes=len(self.sample()))
+                                 nonce=nonce, sample_bytes=len(self.sample()),
+                                 cert_install=cert_install_command())
         flow.response = http.Response.make(200, body.encode(), probe.security_headers(
             "text/html; charset=utf-8", probe.csp(nonce, connect, images=True)))
 
@@ -325,13 +326,22 @@ def first_jpeg_part(content_type: str, body: bytes) -> bytes | None:
 
 
 # ---- the page -------------------------------------------------------------------------------
-def _prefix() -> str:
-    """How to spell `exifguard` in a command the page shows (it must run as shown)."""
+def cert_install_command() -> str:
+    """The command that installs this proxy's CA, spelled to run as shown: the console
+    prefix of this checkout or install, and --certs when mitmproxy's confdir is not the
+    default certs folder."""
     try:
-        from ..cli.locations import command_prefix  # pure module: no cycle, no mitmproxy
-        return command_prefix()
-    except Exception:  # noqa: BLE001 - the page matters more than the prefix
-        return "exifguard"
+        import shlex
+        from pathlib import Path
+
+        from ..cli.locations import command_prefix, default_certs_dir  # pure module: no cycle
+        cmd = f"{command_prefix()} cert install"
+        confdir = Path(str(ctx.options.confdir)).expanduser().resolve()
+        if confdir != default_certs_dir().expanduser().resolve():
+            cmd += f" --certs {shlex.quote(str(confdir))}"
+        return cmd
+    except Exception:  # noqa: BLE001 - the page matters more than the exact spelling
+        return "exifguard cert install"
 
 
 LIVE_SCRIPT = r"""
@@ -388,7 +398,7 @@ LIVE_SCRIPT = r"""
 
 
 def render_check_page(*, host: str, mode: str, targets: list[probe.ProbeTarget], since: float, nonce: str,
-                      sample_bytes: int) -> str:
+                      sample_bytes: int, cert_install: str = "exifguard cert install") -> str:
     e = probe.e
     data = {"since": since, "seen_url": probe.SEEN_PATH, "timeout_ms": 8000, "sample_url": probe.SAMPLE_PATH,
             "test_url": probe.TEST_PATH, "sample_name": SAMPLE_NAME}
@@ -410,7 +420,7 @@ def render_check_page(*, host: str, mode: str, targets: list[probe.ProbeTarget],
 <p class="muted">Each row asks one host of the service for exifguard's answer.
 <b>not routed</b>: this browser sends that host elsewhere (set the proxy or PAC for it);
 <b>certificate not trusted</b>: it reaches exifguard but refuses its certificate (install it:
-<code>{e(_prefix())} cert install</code>).</p>
+<code>{e(cert_install)}</code>).</p>
 {probe.probe_table(targets)}
 <h2>Live test</h2>
 <div id="live" class="box" data-state="idle">
