@@ -33,11 +33,20 @@ def test_linux_uses_notify_send_with_texts_as_separate_arguments():
     assert cmd.argv[i + 1:] == (HOSTILE.title, HOSTILE.body)
 
 
-def test_linux_without_a_session_or_tool_says_what_to_do():
+def test_linux_without_a_session_or_tool_says_what_to_do(tmp_path):
     with pytest.raises(Unavailable, match="graphical login"):
-        command_for(HOSTILE, "linux", which=which_all, environ={})
+        command_for(HOSTILE, "linux", which=which_all, environ={"DISPLAY": ":0"})  # X alone is not enough
+    with pytest.raises(Unavailable, match="graphical login"):
+        command_for(HOSTILE, "linux", which=which_all, environ={"XDG_RUNTIME_DIR": str(tmp_path)})
     with pytest.raises(Unavailable, match="libnotify-bin"):
-        command_for(HOSTILE, "linux", which=lambda _n: None, environ={"DISPLAY": ":0"})
+        command_for(HOSTILE, "linux", which=lambda _n: None, environ={"DBUS_SESSION_BUS_ADDRESS": "unix:x"})
+
+
+def test_linux_service_finds_the_session_bus_in_its_runtime_dir(tmp_path):
+    """A systemd user service has XDG_RUNTIME_DIR but often no bus address or display."""
+    (tmp_path / "bus").touch()
+    cmd = command_for(HOSTILE, "linux", which=which_all, environ={"XDG_RUNTIME_DIR": str(tmp_path)})
+    assert cmd.argv[0] == "/usr/bin/notify-send"
 
 
 def test_macos_passes_texts_as_argv_not_inside_the_script():
@@ -87,7 +96,7 @@ def test_rate_limiter_per_key_and_global_gap_and_held_counts():
 def test_sender_runs_commands_in_the_background_and_reports_each_problem_once():
     ran: list[Command] = []
     problems: list[str] = []
-    s = Sender(ran.append, platform="linux", which=which_all, environ={"DISPLAY": ":0"},
+    s = Sender(ran.append, platform="linux", which=which_all, environ={"DBUS_SESSION_BUS_ADDRESS": "unix:x"},
                on_problem=problems.append)
     s.send(Notice("t", "b"))
     assert s.wait_idle()
@@ -95,7 +104,7 @@ def test_sender_runs_commands_in_the_background_and_reports_each_problem_once():
 
     def failing(cmd: Command) -> None:
         raise subprocess.CalledProcessError(3, cmd.argv)
-    s2 = Sender(failing, platform="linux", which=which_all, environ={"DISPLAY": ":0"},
+    s2 = Sender(failing, platform="linux", which=which_all, environ={"DBUS_SESSION_BUS_ADDRESS": "unix:x"},
                 on_problem=problems.append)
     for _ in range(3):
         s2.send(Notice("t", "b"))
@@ -106,7 +115,7 @@ def test_sender_runs_commands_in_the_background_and_reports_each_problem_once():
 def test_sender_drops_when_the_desktop_cannot_keep_up():
     import threading
     gate = threading.Event()
-    s = Sender(lambda cmd: gate.wait(5), platform="linux", which=which_all, environ={"DISPLAY": ":0"},
+    s = Sender(lambda cmd: gate.wait(5), platform="linux", which=which_all, environ={"DBUS_SESSION_BUS_ADDRESS": "unix:x"},
                max_pending=2)
     for _ in range(6):
         s.send(Notice("t", "b"))

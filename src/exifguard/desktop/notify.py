@@ -83,9 +83,9 @@ def command_for(notice: Notice, platform: str | None = None, *,
     platform = platform or platform_name()
     env = os.environ if environ is None else environ
     if platform == "linux":
-        if not (env.get("DBUS_SESSION_BUS_ADDRESS") or env.get("WAYLAND_DISPLAY") or env.get("DISPLAY")):
-            raise Unavailable("no desktop session (no D-Bus session bus or display): notifications "
-                              "need a graphical login; run with --notify off to silence this")
+        if not _session_bus(env):
+            raise Unavailable("no desktop session (no D-Bus session bus): notifications need a "
+                              "graphical login; run with --notify off to silence this")
         tool = which("notify-send")
         if tool is None:
             raise Unavailable("notify-send is not installed (Debian/Ubuntu: sudo apt install "
@@ -104,6 +104,16 @@ def command_for(notice: Notice, platform: str | None = None, *,
                         "-Command", _WINDOWS_SCRIPT),
                        (("EXIFGUARD_NOTIFY_TITLE", notice.title), ("EXIFGUARD_NOTIFY_BODY", notice.body)))
     raise Unavailable(f"desktop notifications are not supported on {platform}")
+
+
+def _session_bus(env: dict[str, str] | os._Environ[str]) -> bool:
+    """notify-send talks to the desktop over the D-Bus session bus.  A systemd user
+    service (exifguard's `service install` on Linux) often has no DISPLAY and no bus
+    address in its environment, but the bus socket is at $XDG_RUNTIME_DIR/bus."""
+    if env.get("DBUS_SESSION_BUS_ADDRESS"):
+        return True
+    runtime = env.get("XDG_RUNTIME_DIR")
+    return bool(runtime) and os.path.exists(os.path.join(runtime, "bus"))
 
 
 Runner = Callable[[Command], None]
