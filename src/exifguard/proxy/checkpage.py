@@ -35,7 +35,6 @@ checks the guard's health itself, so a broken proxy never claims `protected`.
 from __future__ import annotations
 
 import json
-import logging
 import secrets
 import time
 from typing import Any
@@ -47,7 +46,6 @@ from .. import __version__
 from . import probe
 from .hosts import HostSet, normalise_host
 
-log = logging.getLogger("exifguard")
 
 TEST_UPLOAD_MAX = 2 * 1024 * 1024
 EXIFGUARD_ADDON = "exifguard"
