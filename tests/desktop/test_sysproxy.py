@@ -191,15 +191,32 @@ def test_plan_on_gnome_exact_commands_and_previous():
     assert fake.writes == []  # planning only reads
 
 
+HTTP_URL = "http://127.0.0.1:8081/proxy.pac"
+
+
 def test_plan_on_kde_writes_kioslaverc_then_notifies():
     cur = sp.read_current(sp.Target("linux", "kde6"), FakeOS())
-    plan = sp.plan_on(cur, URL)
+    plan = sp.plan_on(cur, HTTP_URL)
     argvs = [c.argv for c in plan.commands]
     assert argvs[0] == ("kwriteconfig6", "--file", "kioslaverc", "--group", "Proxy Settings",
-                        "--key", "Proxy Config Script", URL)
+                        "--key", "Proxy Config Script", HTTP_URL)
     assert argvs[1][-2:] == ("ProxyType", "2")
     assert argvs[2][0] == "dbus-send" and plan.commands[2].may_fail
     assert plan.previous == {"ProxyType": None, "Proxy Config Script": None}
+
+
+def test_kde_refuses_a_pac_url_chromium_would_ignore():
+    """Chromium skips kioslaverc lines longer than its buffer and goes DIRECT: a data: PAC
+    there would fail open even while exifguard runs (tests/browser/test_pac_kinds.py)."""
+    assert sp.default_pac_kind(sp.Target("linux", "kde5")) == "http"
+    assert sp.default_pac_kind(sp.Target("linux", "gnome")) == "data"
+    assert sp.default_pac_kind(sp.Target("win32")) == sp.default_pac_kind(sp.Target("darwin")) == "data"
+    cur = sp.read_current(sp.Target("linux", "kde5"), FakeOS())
+    with pytest.raises(sp.SysProxyError, match="ignore a KDE proxy script address longer"):
+        sp.plan_on(cur, URL)
+    st = sp.status(sp.read_current(sp.Target("linux", "kde5"), FakeOS(kde={"ProxyType": "2",
+                                                                          "Proxy Config Script": URL})), None)
+    assert any("too long for Chromium" in a for a in st.advice())
 
 
 def test_plan_on_macos_sets_every_enabled_service_only():
@@ -232,9 +249,9 @@ def test_macos_without_services_is_an_actionable_error():
 
 
 # ---- on, then off, restores what was there ------------------------------------------------
-def _on_off(target, fake, certs):
+def _on_off(target, fake, certs, url):
     cur = sp.read_current(target, fake)
-    plan = sp.plan_on(cur, URL, sp.load_state(certs))
+    plan = sp.plan_on(cur, url, sp.load_state(certs))
     sp.apply(plan, fake)
     sp.save_state(certs, plan)
     after_on = sp.read_current(target, fake)
@@ -258,10 +275,11 @@ def _on_off(target, fake, certs):
 ])
 def test_on_then_off_restores_the_previous_values(tmp_path, target, fake, check):
     f = fake()
-    after_on, after_off = _on_off(target, f, tmp_path)
-    assert all(u == URL for _, u in sp.active_urls(after_on))
+    url = HTTP_URL if target.desktop and target.desktop.startswith("kde") else URL
+    after_on, after_off = _on_off(target, f, tmp_path, url)
+    assert all(u == url for _, u in sp.active_urls(after_on))
     assert check(f), f.__dict__
-    assert not any(u == URL for _, u in sp.active_urls(after_off))
+    assert not any(u == url for _, u in sp.active_urls(after_off))
 
 
 def test_state_file_is_private_and_on_twice_keeps_the_first_previous(tmp_path):
@@ -301,7 +319,7 @@ def test_apply_stops_at_a_failed_command_with_a_hint_and_skips_optional_ones():
                    commands=[sp.Command(("networksetup", "-setautoproxyurl", "Wi-Fi", URL), "x")])
     with pytest.raises(sp.SysProxyError, match="sudo"):
         sp.apply(plan, f)
-    kde = sp.plan_on(sp.read_current(sp.Target("linux", "kde5"), FakeOS()), URL)
+    kde = sp.plan_on(sp.read_current(sp.Target("linux", "kde5"), FakeOS()), HTTP_URL)
     skipped = sp.apply(kde, FakeOS())
     assert len(skipped) == 1 and "skipped" in skipped[0]
 
@@ -397,6 +415,18 @@ def test_cli_pac_kinds_file_and_http(monkeypatch, tmp_path, capsys):
     # `off` restores the setting from before the *first* `on`
     assert _cli(monkeypatch, f, "off", "--desktop", "gnome", "--certs", str(tmp_path)) == 0
     assert f.gnome == {"mode": "none", "autoconfig-url": ""}
+
+
+def test_cli_kde_defaults_to_http_and_says_how_to_fail_closed(monkeypatch, tmp_path, capsys):
+    f = FakeOS()
+    assert _cli(monkeypatch, f, "on", "--desktop", "kde", "--certs", str(tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert f.kde["Proxy Config Script"] == "http://127.0.0.1:8081/proxy.pac" and f.kde["ProxyType"] == "2"
+    assert "fail open" in out and "--proxy-pac-url=" in out and "Firefox" in out
+    assert _cli(monkeypatch, f, "on", "--desktop", "kde", "--pac-kind", "data", "--certs", str(tmp_path)) == 2
+    assert "ignore a KDE proxy script address" in capsys.readouterr().err
+    assert _cli(monkeypatch, f, "off", "--desktop", "kde", "--certs", str(tmp_path)) == 0
+    assert f.kde == {}
 
 
 def test_cli_errors_are_sentences_not_tracebacks(monkeypatch, tmp_path, capsys):

@@ -74,8 +74,8 @@ def _pac_url(args: argparse.Namespace, certs: Path, proxy: str, text: str, state
 def _behaviour(kind: str) -> str:
     return {
         "data": "data: URL, the PAC inside the setting. With exifguard stopped, uploads to AI services fail "
-                "instead of leaving uncleaned (fail closed). Read by Chromium-based browsers and Firefox; "
-                "not by Safari (docs/browsers.md)",
+                "instead of leaving uncleaned (fail closed). Chromium-based browsers and Firefox read it; Safari "
+                "does not (docs/browsers.md)",
         "file": "file:// URL of the PAC in the certs folder. Firefox reads it and fails closed; Chromium-based "
                 "browsers IGNORE it and go direct, uncleaned (docs/browsers.md)",
         "http": "http:// URL served by `exifguard run`. Every browser reads it, but with exifguard stopped the "
@@ -135,6 +135,8 @@ def _on(args: argparse.Namespace, certs: Path, cur: sp.Current, saved: dict | No
     from .proxy import DEFAULT_PROXY, _certs_opt, _hosts
     proxy = pac.normalize_proxy(args.proxy or running or DEFAULT_PROXY)
     text = pac.pac_text(_hosts(args, certs), proxy)
+    if args.pac_kind is None:
+        args.pac_kind = sp.default_pac_kind(cur.target)
     url, how = _pac_url(args, certs, proxy, text, _run_state(certs))
     plan = sp.plan_on(cur, url, saved)
     t = cur.target.platform
@@ -162,6 +164,9 @@ def _on(args: argparse.Namespace, certs: Path, cur: sp.Current, saved: dict | No
     for s in skipped:
         print(f"  ({s})")
     print(f"the values from before are saved in {path}")
+    if sp.classify(url).kind != "data":
+        print("for a set-up that fails closed, give the browser exifguard's PAC itself:"
+              + _no_desktop_help(prefix, _certs_opt(args, certs)).split("\n  or, on a desktop")[0])
     for n in plan.notes:
         print(n)
     if running is None:
@@ -258,10 +263,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p.add_argument("--dry-run", action="store_true",
                    help="print the exact commands and values, change nothing")
     _certs_arg(p)
-    p.add_argument("--pac-kind", choices=list(sp.PAC_KINDS), default="data",
-                   help="data (default): the PAC inside the URL, fails closed; file: <certs>/proxy.pac, read by "
-                        "Firefox only; http: the URL `exifguard run` serves, read by every browser but fails OPEN "
-                        "when exifguard is stopped")
+    p.add_argument("--pac-kind", choices=list(sp.PAC_KINDS), default=None,
+                   help="data (default; on KDE http): the PAC inside the URL, fails closed; file: "
+                        "<certs>/proxy.pac, read by Firefox only; http: the URL `exifguard run` serves, read by "
+                        "every browser but fails OPEN when exifguard is stopped")
     p.add_argument("--pac-url", default=None, metavar="URL",
                    help="set this PAC URL instead (data:, file:// or http://)")
     p.add_argument("--proxy", default=None, metavar="HOST:PORT",

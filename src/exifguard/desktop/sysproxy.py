@@ -48,6 +48,10 @@ KDE_GROUP = "Proxy Settings"
 KDE_TYPE_KEY = "ProxyType"
 KDE_SCRIPT_KEY = "Proxy Config Script"
 KDE_TYPE_PAC = "2"
+#: Chromium reads kioslaverc line by line into a small buffer and skips longer lines: a
+#: "Proxy Config Script=" line of 466 characters was honoured, one of 574 ignored (Debian
+#: Chromium 156, tests/browser/test_pac_kinds.py) -- the browser then goes DIRECT.
+KDE_MAX_LINE = 500
 WIN_KEY = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings"
 WIN_VALUE = "AutoConfigURL"
 PLATFORMS = ("linux", "darwin", "win32")
@@ -435,6 +439,12 @@ def plan_on(cur: Current, pac_url: str, saved: dict | None = None) -> Plan:
         plan.changes = [Change(f"{GNOME_SCHEMA} autoconfig-url", v.get("autoconfig-url"), pac_url),
                         Change(f"{GNOME_SCHEMA} mode", v.get("mode"), "auto")]
     elif t.platform == "linux":
+        if not kde_line_ok(pac_url):
+            raise SysProxyError(
+                f"exifguard proxy: this PAC URL is {len(pac_url)} characters; Chromium-based browsers ignore a "
+                f"KDE proxy script address longer than about {KDE_MAX_LINE - len(KDE_SCRIPT_KEY) - 1} characters and "
+                "connect DIRECT, uncleaned. On KDE use the http URL (--pac-kind http, the default there), or "
+                "give the browser the data: URL itself (docs/browsers.md)")
         kwrite, _ = _kde_tools(t)
         base = (kwrite, "--file", KDE_FILE, "--group", KDE_GROUP, "--key")
         plan.commands = [
@@ -461,6 +471,19 @@ def plan_on(cur: Current, pac_url: str, saved: dict | None = None) -> Plan:
                                  "the per-user \"Use setup script\" address")]
         plan.changes = [Change(f"{WIN_KEY}\\{WIN_VALUE}", v.get(WIN_VALUE), pac_url)]
     return plan
+
+
+def kde_line_ok(url: str) -> bool:
+    """Whether Chromium would read this PAC URL from kioslaverc at all (see KDE_MAX_LINE)."""
+    return len(f"{KDE_SCRIPT_KEY}={url}") <= KDE_MAX_LINE
+
+
+def default_pac_kind(target: Target) -> str:
+    """data: where browsers read it from the system setting (fails closed); on KDE the
+    http URL, because a data: PAC does not fit the line Chromium reads from kioslaverc
+    and a file:// PAC is ignored by Chromium everywhere -- both would go DIRECT even
+    while exifguard runs, which is worse than http failing open only when it stops."""
+    return "http" if target.platform == "linux" and (target.desktop or "").startswith("kde") else "data"
 
 
 def _onoff(enabled: object) -> str | None:
@@ -623,6 +646,9 @@ class Status:
         if not ours:
             return out
         for e in ours:
+            if e.where == "KDE" and not kde_line_ok(e.pac.url):
+                out.append("KDE's proxy script address is too long for Chromium-based browsers, which ignore it "
+                           "and go DIRECT (uncleaned): run `proxy on` again (it uses the http URL on KDE)")
             if self.running and e.pac.proxy and e.pac.proxy != self.running:
                 out.append(f"{e.where} points at {e.pac.proxy} but exifguard runs on {self.running}: uploads to "
                            "AI services fail until you run `proxy on` again")
