@@ -66,7 +66,7 @@ def test_run_on_ipv6_loopback_quiet_output_and_pac_from_the_running_proxy(tmp_pa
         out = capsys.readouterr().out
         assert "selftest passed" in out and "GPSInfo" in out and "GPSTag" not in out
         assert main(["report", "--certs", str(p.certs), "--audit-log", str(p.audit)]) == 0
-        assert "1 selftest upload(s) not counted; --include-selftest counts them" in capsys.readouterr().out
+        assert "1 test upload(s) from selftest or the check page not counted; --include-selftest counts them" in capsys.readouterr().out
 
         with httpx.Client(proxy=f"http://{addr}", verify=str(p.ca), timeout=60) as c:
             r = c.put(PUT_URL, content=_photo(), headers={"content-type": "image/jpeg"})

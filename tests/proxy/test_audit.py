@@ -115,7 +115,7 @@ def test_report_says_selftest_uploads_are_not_counted(tmp_path):
     s = summarise(read_records(p))
     assert s["images"] == 0 and s["selftest_uploads_not_counted"] == 2
     text = format_summary(s)
-    assert "2 selftest upload(s) not counted; --include-selftest counts them" in text
+    assert "2 test upload(s) from selftest or the check page not counted; --include-selftest counts them" in text
     s = summarise(read_records(p), include_selftest=True)
     assert s["images"] == 2 and s["selftest_uploads_not_counted"] == 0
     assert "selftest" not in format_summary(s)

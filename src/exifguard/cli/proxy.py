@@ -390,8 +390,13 @@ def cmd_pac(args: argparse.Namespace) -> int:
         if not args.output:
             sys.stdout.write(text)
         return 0
-    srv, url = pac.serve(text, args.serve)
-    print(f"serving the PAC at {url}  (Ctrl-C to stop)", flush=True)
+    from ..proxy import ca
+    from ..proxy.status import StatusSource
+    cert = certs / ca.CERT_FILE
+    status = StatusSource(hosts=hosts, proxy=proxy, ca_cert=cert if cert.is_file() else None,
+                          cert_install=f"{command_prefix()} cert install")
+    srv, url = pac.serve(text, args.serve, status=status)
+    print(f"serving the PAC at {url}  (Ctrl-C to stop; status page: {pac.status_url(url)})", flush=True)
     try:
         while True:
             time.sleep(3600)

@@ -626,7 +626,11 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
             pac_url = None
             if pac_port >= 0:
                 try:
-                    pac_srv, pac_url = pac.serve(text, pac_port)
+                    from ..proxy.status import StatusSource
+                    pac_srv, pac_url = pac.serve(text, pac_port, status=StatusSource(
+                        proxy=proxy_addr, ca_cert=info.cert_path, audit_log=plan.audit_log or None,
+                        hosts=hosts, mode=(record.get("options") or {}).get("exifguard_mode"),
+                        cert_install=f"{prefix} cert install{_certs_arg(certs, explicit_certs)}"))
                 except OSError as exc:
                     print(f"exifguard: could not serve the PAC on 127.0.0.1:{pac_port} ({exc.strerror}); "
                           "use the file or the data: URL, or --pac-port", file=sys.stderr)
@@ -728,4 +732,10 @@ def _banner(prefix: str, hosts: Any, info: Any, proxy_addr: str, pac_url: str | 
     if log_file is not None:
         print(f"log file:        {log_file}  (rotated)")
     print(f"check it works:\n    {prefix} selftest{cert_args}")
+    from ..proxy.pac import status_url
+    from ..proxy.probe import check_page_url
+    print(f"  in your browser (routed by the PAC, trusting the CA): {check_page_url(hosts)}\n"
+          f"    or: {prefix} check{cert_args}")
+    if pac_url:
+        print(f"status page:     {status_url(pac_url)}  (uptime, uploads, and the same check for any browser)")
     print("stop: Ctrl-C", flush=True)

@@ -206,6 +206,9 @@ class _Watch:
     path: str
     method: str
     selftest_port: int | None = None
+    test_upload: bool = False
+    """The check page's live test (answered by exifguard itself, never forwarded): audited as
+    a test, like selftest uploads, so `exifguard report` leaves it out."""
     images: list[ImageRecord] = field(default_factory=list)
     """One record per image found, as logged and audited (names, never values)."""
     refused: str | None = None
@@ -550,7 +553,7 @@ class Exifguard:
         Nothing here touches the flow.
         """
         upload = Upload(method=method, url=url, host=watch.host, path=watch.path, headers=headers, raw=raw,
-                        encoding=encoding, request_id=request_id, selftest=watch.selftest_port is not None)
+                        encoding=encoding, request_id=request_id, selftest=watch.selftest_port is not None or watch.test_upload)
         settings = Settings(mode=self.mode, on_error=self.on_error, limit=limit, log_values=log_values)
         result = inspect_upload(upload, options, settings, rewrite)
         if isinstance(result, Refused):

@@ -235,7 +235,7 @@ def format_summary(s: dict[str, Any]) -> str:
              + (f", {s['first']} to {s['last']}" if s["first"] else "")]
     n = s.get("selftest_uploads_not_counted") or 0
     if n:
-        lines.append(f"  {n} selftest upload(s) not counted; --include-selftest counts them")
+        lines.append(f"  {n} test upload(s) from selftest or the check page not counted; --include-selftest counts them")
     a = s["actions"]
     lines.append(f"  cleaned {a.get('stripped', 0)}, blocked {a.get('blocked', 0)}, "
                  f"passed uncleaned {a.get('passed', 0)}, audited (sent unchanged) {a.get('audit', 0)}")

@@ -123,11 +123,9 @@ class CheckPage:
         if req.method.upper() != "POST" or req.path.split("?", 1)[0] != probe.TEST_PATH:
             return
         watch = flow.metadata.get("exifguard")
-        if watch is not None and getattr(watch, "selftest_port", "absent") is None:
-            # Counted as a selftest in the audit log, so `exifguard report` leaves it out.
-            # 0 (not a port) keeps the addon from redirecting it to a selftest sink; this
-            # addon answers it in `request` in any case.
-            watch.selftest_port = 0
+        if watch is not None and hasattr(watch, "test_upload"):
+            # audited as a test, so `exifguard report` leaves it out; answered in `request`
+            watch.test_upload = True
 
     def request(self, flow: http.HTTPFlow) -> None:
         req = flow.request

@@ -85,8 +85,8 @@ class Notifier:
             self._notify(watch, blocked=False)
 
     def _notify(self, watch: Any, *, blocked: bool) -> None:
-        if getattr(watch, "selftest_port", None):
-            return  # `exifguard selftest` is not the person's upload
+        if watch.selftest_port is not None or watch.test_upload:
+            return  # `exifguard selftest` and the check page's live test are not the person's uploads
         service = watch.match.entry.service or watch.host
         key = f"{'blocked' if blocked else 'cleaned'}:{service}"
         admitted, held = self.limiter.admit(key)
