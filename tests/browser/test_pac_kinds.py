@@ -231,7 +231,8 @@ def _firefox(tmp: Path, direct_port: int, *, own_pac: str | None, env_extra: dic
 FF_CASES = [
     ("own", "data", True, "proxy"), ("own", "data", False, "nowhere"),
     ("own", "file", True, "proxy"), ("own", "file", False, "nowhere"),
-    ("gnome", "data", True, "proxy"), ("own", "http-unserved", True, "direct"),
+    ("gnome", "data", True, "proxy"), ("gnome", "data", False, "nowhere"),
+    ("own", "http-unserved", True, "direct"),
 ]
 
 

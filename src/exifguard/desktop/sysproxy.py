@@ -411,20 +411,28 @@ def active_urls(cur: Current) -> list[tuple[str, str | None]]:
 
 # ---- planning -----------------------------------------------------------------------
 RESTART_NOTE = {
-    "linux": "Chromium-based browsers and Firefox (with \"Use system proxy settings\") pick the change up "
-             "within seconds; restart the browser if an open tab still goes direct.",
-    "darwin": "Safari and Chrome read the change at once; restart the browser if an open tab still goes direct. "
+    "linux": "Chromium-based browsers and Firefox (with \"Use system proxy settings\") read this setting; "
+             "restart the browser if an open window still goes direct.",
+    "darwin": "Chrome, Edge, Brave and Firefox (\"Use system proxy settings\") read this setting; Safari does "
+              "is not expected to load a data: PAC (docs/browsers.md). Restart the browser if an open window still goes direct. "
               "networksetup may ask for an administrator password.",
     "win32": "Chrome and Edge read it on their next start: close every window of the browser (also in the "
              "background, from the tray) and start it again. Firefox needs \"Use system proxy settings\".",
+    "kde": "Chromium-based browsers read this setting; restart the browser if an open window still goes direct. "
+           "Firefox did not follow KDE's setting in our measurements: give it the PAC in its own setting "
+           "(docs/browsers.md).",
 }
+
+
+def restart_note(t: Target) -> str:
+    return RESTART_NOTE["kde" if (t.desktop or "").startswith("kde") else t.platform]
 
 
 def plan_on(cur: Current, pac_url: str, saved: dict | None = None) -> Plan:
     """Point the system setting at `pac_url`.  `previous` is what `off` restores: the values
     found now, unless they are already exifguard's and an earlier `on` saved the real ones."""
     t, v = cur.target, cur.values
-    plan = Plan("on", t, pac_url, notes=[RESTART_NOTE[t.platform]])
+    plan = Plan("on", t, pac_url, notes=[restart_note(t)])
     urls = [u for _, u in active_urls(cur) if u]
     # `on` twice must not save exifguard's own URL as "the value from before"
     keep_saved = bool(saved) and saved.get("target") == asdict(t) and bool(urls) and all(
@@ -501,7 +509,7 @@ def plan_off(cur: Current, saved: dict | None) -> Plan:
     """Undo `on`: restore the saved previous values where the setting still points at
     exifguard; leave alone a setting someone changed since (it is not ours to undo)."""
     t, v = cur.target, cur.values
-    plan = Plan("off", t, None, notes=[RESTART_NOTE[t.platform]])
+    plan = Plan("off", t, None, notes=[restart_note(t)])
     saved_for_us = saved if saved and saved.get("target") == asdict(t) else None
     ours_url = saved_for_us.get("url") if saved_for_us else None
     ours = [where for where, u in active_urls(cur) if u and (classify(u).ours or u == ours_url)]
