@@ -14,7 +14,7 @@ import shlex
 import shutil
 import stat
 import subprocess
-from pathlib import Path
+import sys
 
 import pytest
 
@@ -132,11 +132,19 @@ def test_detect_headless_says_what_to_do_instead():
 
 def test_cli_headless_error_names_the_browser_flag_and_firefox(monkeypatch, tmp_path, capsys):
     monkeypatch.delenv("XDG_CURRENT_DESKTOP", raising=False)
-    monkeypatch.setattr(cli_sysproxy, "_runner", FakeOS())
-    rc = cli.main(["proxy", "on", "--platform", "linux", "--certs", str(tmp_path)])
+    fake = FakeOS()
+    monkeypatch.setattr(cli_sysproxy, "_runner", fake)
+    if not sys.platform.startswith("linux"):
+        pytest.skip("a Linux-only situation")
+    rc = cli.main(["proxy", "on", "--certs", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err
     assert "--proxy-pac-url=" in err and "pac --data-url" in err and "Firefox" in err
+    # the dry run answers the question it was asked: nothing would change, and what instead
+    assert cli.main(["proxy", "on", "--dry-run", "--certs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# exifguard proxy on: nothing would change") and "--proxy-pac-url=" in out
+    assert fake.calls == [] and not any(tmp_path.iterdir())
 
 
 # ---- parsing and classifying ------------------------------------------------------------
@@ -292,6 +300,12 @@ def test_state_file_is_private_and_on_twice_keeps_the_first_previous(tmp_path):
     if os.name == "posix":
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert json.loads(path.read_text())["previous"] == {"mode": "auto", "autoconfig-url": "http://corp/w.pac"}
+
+
+def test_on_over_an_unrecorded_exifguard_setting_saves_off_not_itself(tmp_path):
+    f = FakeOS(gnome={"mode": "auto", "autoconfig-url": sp.data_url(pac.pac_text(HostSet.build(), "127.0.0.1:9"))})
+    plan = sp.plan_on(sp.read_current(sp.Target("linux", "gnome"), f), URL, saved=None)
+    assert plan.previous == {"mode": "none", "autoconfig-url": ""}
 
 
 def test_off_leaves_a_setting_someone_changed_since(tmp_path):

@@ -75,7 +75,7 @@ def _behaviour(kind: str) -> str:
     return {
         "data": "data: URL, the PAC inside the setting. With exifguard stopped, uploads to AI services fail "
                 "instead of leaving uncleaned (fail closed). Chromium-based browsers and Firefox read it; Safari "
-                "does not (docs/browsers.md)",
+                "is not expected to (docs/browsers.md)",
         "file": "file:// URL of the PAC in the certs folder. Firefox reads it and fails closed; Chromium-based "
                 "browsers IGNORE it and go direct, uncleaned (docs/browsers.md)",
         "http": "http:// URL served by `exifguard run`. Every browser reads it, but with exifguard stopped the "
@@ -111,8 +111,15 @@ def cmd_sysproxy(args: argparse.Namespace) -> int:
     running = running_proxy(certs)
     proxy_opt = f" --proxy {args.proxy}" if args.proxy else ""
     try:
-        target = sp.detect(platform, os.environ, desktop=args.desktop,
-                           no_desktop_help=_no_desktop_help(prefix, proxy_opt + _certs_opt(args, certs)))
+        try:
+            target = sp.detect(platform, os.environ, desktop=args.desktop,
+                               no_desktop_help=_no_desktop_help(prefix, proxy_opt + _certs_opt(args, certs)))
+        except sp.SysProxyError as exc:
+            if args.dry_run and args.action == "on":  # the dry run's answer: nothing, and what instead
+                print("# exifguard proxy on: nothing would change on this computer.\n"
+                      + "\n".join("# " + line for line in str(exc).removeprefix("exifguard proxy: ").splitlines()))
+                return 0
+            raise
         cur = sp.read_current(target, _runner)
         if args.action == "status":
             return _status(args, certs, cur, running)

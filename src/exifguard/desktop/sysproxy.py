@@ -437,7 +437,14 @@ def plan_on(cur: Current, pac_url: str, saved: dict | None = None) -> Plan:
     # `on` twice must not save exifguard's own URL as "the value from before"
     keep_saved = bool(saved) and saved.get("target") == asdict(t) and bool(urls) and all(
         classify(u).ours or u == saved.get("url") for u in urls)
-    plan.previous = dict(saved["previous"]) if keep_saved else json.loads(json.dumps(v))
+    if keep_saved:
+        plan.previous = dict(saved["previous"])
+    elif urls and all(classify(u).ours for u in urls):
+        # exifguard's URL is set but nothing saved says what was there before (another
+        # certs folder, a deleted sysproxy.json): `off` should switch it off, not restore it
+        plan.previous = neutral_values(t, v)
+    else:
+        plan.previous = json.loads(json.dumps(v))
     if t.platform == "linux" and t.desktop == "gnome":
         plan.commands = [
             Command(("gsettings", "set", GNOME_SCHEMA, "autoconfig-url", gvariant_string(pac_url)),
@@ -481,6 +488,18 @@ def plan_on(cur: Current, pac_url: str, saved: dict | None = None) -> Plan:
     return plan
 
 
+def neutral_values(t: Target, values: dict) -> dict:
+    """The setting with exifguard's PAC switched off: what `off` restores when it has no
+    record of what was there before."""
+    if t.platform == "linux" and t.desktop == "gnome":
+        return {"mode": "none", "autoconfig-url": ""}
+    if t.platform == "linux":
+        return {KDE_TYPE_KEY: "0", KDE_SCRIPT_KEY: None}
+    if t.platform == "darwin":
+        return {"services": {name: {"url": None, "enabled": False} for name in values.get("services") or {}}}
+    return {WIN_VALUE: None}
+
+
 def kde_line_ok(url: str) -> bool:
     """Whether Chromium would read this PAC URL from kioslaverc at all (see KDE_MAX_LINE)."""
     return len(f"{KDE_SCRIPT_KEY}={url}") <= KDE_MAX_LINE
@@ -520,7 +539,7 @@ def plan_off(cur: Current, saved: dict | None) -> Plan:
         return plan
     prev = saved_for_us["previous"] if saved_for_us else None
     if t.platform == "linux" and t.desktop == "gnome":
-        p = prev or {"mode": "none", "autoconfig-url": ""}
+        p = prev or neutral_values(t, v)
         mode, url = p.get("mode") or "none", p.get("autoconfig-url") or ""
         plan.commands = [Command(("gsettings", "set", GNOME_SCHEMA, "mode", mode), "the proxy mode from before"),
                          Command(("gsettings", "set", GNOME_SCHEMA, "autoconfig-url", gvariant_string(url)),
@@ -530,7 +549,7 @@ def plan_off(cur: Current, saved: dict | None) -> Plan:
     elif t.platform == "linux":
         kwrite, _ = _kde_tools(t)
         base = (kwrite, "--file", KDE_FILE, "--group", KDE_GROUP, "--key")
-        p = prev or {KDE_TYPE_KEY: "0", KDE_SCRIPT_KEY: None}
+        p = prev or neutral_values(t, v)
         for key in (KDE_TYPE_KEY, KDE_SCRIPT_KEY):
             old = p.get(key)
             plan.commands.append(Command((*base, key, "--delete") if old is None else (*base, key, old),
