@@ -262,7 +262,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
                     "(networksetup), the per-user Internet settings on Windows. `on` saves the setting it "
                     "replaces and `off` puts it back. The default PAC URL is a data: URL, which needs no server: "
                     "with exifguard stopped, uploads to AI services fail instead of leaving uncleaned (Chromium, "
-                    "Chrome, Edge, Brave and Firefox; not Safari). docs/browsers.md has each browser.",
+                    "Chrome, Edge, Brave and Firefox; not Safari). On KDE it is the http URL `exifguard run` "
+                    "serves (Chromium cannot read a data: PAC from KDE's setting), which fails open when "
+                    "exifguard stops. docs/browsers.md has each browser.",
         epilog="actions: " + "; ".join(f"{a}: {why}" for a, why in ACTIONS.items())
                + ". status exits 0 when the setting points at exifguard, 1 when it does not.")
     p.add_argument("action", nargs="?", choices=list(ACTIONS), metavar="ACTION",
