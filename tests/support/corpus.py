@@ -22,19 +22,29 @@ CORPUS = Path(os.environ.get("EXIFGUARD_CORPUS") or REPO.parent / "shared" / "co
 FETCH = "./scripts/fetch-corpus"
 
 
+def _undescribed() -> bool:
+    """Images are there but manifest.json is not (fetched without ExifTool, or copied by hand)."""
+    return CORPUS.is_dir() and any(CORPUS.glob("images/*")) and not (CORPUS / "manifest.json").exists()
+
+
 def how_to_get() -> str:
     """What to run so that the corpus tests run (added to every corpus skip)."""
-    if CORPUS.is_dir() and any(CORPUS.glob("images/*")) and not (CORPUS / "manifest.json").exists():
-        return f"it has images but no manifest.json: run {FETCH} (it writes the manifest with ExifTool)"
+    if _undescribed():
+        return f"run {FETCH} (it fetches what is missing and writes manifest.json with ExifTool)"
     if os.environ.get("EXIFGUARD_CORPUS"):
         return f"get it with {FETCH} (downloads it there from its public sources)"
-    return (f"get it with {FETCH} (downloads it there from its public sources), or "
-            f"EXIFGUARD_CORPUS=<folder> {FETCH} --dest <folder> and run the tests with EXIFGUARD_CORPUS=<folder>")
+    return (f"get it with {FETCH} (downloads it there from its public sources), or elsewhere with "
+            f"EXIFGUARD_CORPUS=$HOME/exifguard-corpus {FETCH} (the tests then need the same EXIFGUARD_CORPUS)")
 
 
-def missing(what: str = "corpus") -> str:
+def missing(what: str | None = None) -> str:
     """A skip reason for a test that needs corpus files: what is missing, and how to get it."""
-    return f"{what} not found in the corpus at {CORPUS}: {how_to_get()}"
+    if what is None:
+        where = (f"the corpus at {CORPUS} has images but no manifest.json" if _undescribed()
+                 else f"corpus not found at {CORPUS}")
+    else:
+        where = f"{what} not found in the corpus at {CORPUS}"
+    return f"{where}: {how_to_get()}"
 
 
 @dataclass(frozen=True)
@@ -89,7 +99,7 @@ def params(*formats: str, broken: bool | None = False) -> list:
     """pytest parameters (with ids) for corpus files; a single skip marker if no corpus."""
     fs = files(*formats, broken=broken)
     if not fs:
-        reason = (f"corpus not found at {CORPUS}: {how_to_get()}" if not manifest()
+        reason = (missing() if not manifest()
                   else f"the corpus at {CORPUS} has no {'broken ' if broken else ''}"
                        f"{'/'.join(formats) or 'any'} files")
         return [pytest.param(None, marks=pytest.mark.skip(reason=reason))]
