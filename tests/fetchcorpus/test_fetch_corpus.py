@@ -362,3 +362,56 @@ def test_structure_lister_on_generated_jpeg_and_gif() -> None:
            + b"\x21\xff\x0bXMP DataXMP\x01x\x00" + b"\x2c" + b"\0" * 8 + b"\x00\x02\x01\x00\x00" + b"\x3b")
     assert describe.gif_structure(gif) == ["Comment", "App:XMP DataXMP", "Image", "trailer"]
     assert describe.sniff(jpeg) == "JPEG" and describe.sniff(gif) == "GIF"
+
+
+def _generated_corpus(tmp_path: Path, mirror: Mirror) -> tuple[Path, list[dict]]:
+    from support import generated
+    entries = []
+    for i, fmt in enumerate(("JPEG", "PNG", "GIF")):
+        data = generated.image(fmt)
+        e = _entry(i, data, path=f"t/photo{i}{generated.EXT[fmt]}")
+        e["file"] = f"images/{fmt.lower()}_generated{generated.EXT[fmt]}"
+        entries.append(e)
+        mirror.add(e, data)
+    listing = tmp_path / "sources.json"
+    listing.write_text(json.dumps(entries))
+    return listing, entries
+
+
+@pytest.mark.skipif(describe.find_exiftool() is None, reason="exiftool missing: apt-get install libimage-exiftool-perl")
+def test_fetched_files_get_a_manifest_the_tests_can_read(tmp_path, mirror, capsys) -> None:
+    listing, entries = _generated_corpus(tmp_path, mirror)
+    dest = tmp_path / "corpus"
+    args = ["--sources", str(listing), "--dest", str(dest), "--base-url", mirror.url, "--backoff", "0"]
+    assert cli.main(args) == 0
+    manifest = json.loads((dest / "manifest.json").read_text())
+    g1 = json.loads((dest / "exiftool_g1.json").read_text())
+    assert [e["file"] for e in manifest] == [e["file"] for e in entries]
+    by_format = {e["format"]: e for e in manifest}
+    assert set(by_format) == {"JPEG", "PNG", "GIF"}
+    jpeg = by_format["JPEG"]
+    assert jpeg["generated_by"] == describe.GENERATOR and jpeg["decodes_with_pillow"] is True
+    assert jpeg["orientation"] == 6 and jpeg["orientation_source"] == "IFD0"
+    assert "APP1:Exif" in jpeg["structure"] and "GPS:GPSLatitude" in jpeg["privacy"]["gps"]
+    assert jpeg["privacy"]["xmp"] and jpeg["privacy"]["iptc"]
+    assert any(s.startswith("App:XMP") for s in by_format["GIF"]["structure"])
+    assert all(Path(e["file"]).name in g1 for e in manifest)
+    # a second run has nothing to redo; the corpus's own manifest is never replaced
+    assert cli.main(args) == 0
+    (dest / "manifest.json").write_text(json.dumps([{k: v for k, v in e.items() if k != "generated_by"}
+                                                    for e in manifest]))
+    before = (dest / "manifest.json").read_text()
+    assert cli.main(args) == 0
+    assert (dest / "manifest.json").read_text() == before
+    assert "corpus's own manifest; left as it is" in capsys.readouterr().out
+
+
+def test_without_exiftool_files_are_kept_and_the_message_says_what_to_install(tmp_path, mirror, capsys,
+                                                                               monkeypatch) -> None:
+    listing, entries = _generated_corpus(tmp_path, mirror)
+    monkeypatch.setattr(describe, "find_exiftool", lambda: None)
+    dest = tmp_path / "corpus"
+    assert cli.main(["--sources", str(listing), "--dest", str(dest), "--base-url", mirror.url]) == 1
+    err = capsys.readouterr().err
+    assert "install ExifTool" in err and "libimage-exiftool-perl" in err
+    assert all((dest / e["file"]).exists() for e in entries) and not (dest / "manifest.json").exists()
