@@ -122,12 +122,39 @@ def test_engine_failure_blocks_and_sends_nothing_changed(fmt) -> None:
         assert r.has_errors and r.body == img and text in (r.images[0].error or "")
 
 
-def test_first_chunk_of_a_resumable_photo_is_an_error() -> None:
+def test_body_over_the_size_limit_is_an_error_not_forwarded_changed() -> None:
+    img = generated.image("PNG")
+    r = rewrite_request("POST", "https://x.test/", {}, img, CarrierOptions(max_body_bytes=len(img) // 2))
+    assert r.body == img and r.has_errors and "larger than" in r.images[0].error
+
+
+def test_chunks_of_a_photo_are_errors_first_and_continuation() -> None:
+    from exifguard.carriers import UploadTracker
     img = generated.image("JPEG")
-    half = img[: len(img) // 2]
-    r = rewrite_request("PUT", "https://x.test/upload?upload_id=1",
-                        {"Content-Range": f"bytes 0-{len(half) - 1}/{len(img)}"}, half)
-    assert r.has_errors and r.body == half
+    opts = CarrierOptions(uploads=UploadTracker())
+    url = "https://tenant.sharepoint.com/_api/uploadSession?guid=1"
+    half = len(img) // 2
+    r1 = rewrite_request("PUT", url, {"Content-Range": f"bytes 0-{half - 1}/{len(img)}"}, img[:half], opts)
+    assert r1.body == img[:half] and r1.has_errors and "chunked" in r1.images[0].error
+    r2 = rewrite_request("PUT", url, {"Content-Range": f"bytes {half}-{len(img) - 1}/{len(img)}"}, img[half:], opts)
+    assert r2.body == img[half:] and r2.has_errors
+
+
+@pytest.mark.parametrize("fmt", ["HEIC", "JPEG"])
+def test_single_chunk_resumable_is_cleaned_and_declared_sizes_hold(fmt) -> None:
+    img = generated.image(fmt)
+    r = rewrite_request("POST", "https://rupload.meta.ai/gen_ai_document_gen_ai_tenant/u",
+                        {"offset": "0", "x-entity-length": str(len(img))}, img)
+    assert r.images[0].ok and r.body == cleaned(fmt) and not r.blockers
+    r = rewrite_request("PUT", "https://t.sharepoint.com/uploadSession",
+                        {"Content-Range": f"bytes 0-{len(img) - 1}/{len(img)}"}, img)
+    assert r.images[0].ok and r.body == cleaned(fmt) and not r.blockers
+
+
+def test_rename_sets_a_neutral_entity_name() -> None:
+    r = rewrite_request("POST", "https://rupload.meta.ai/x", {"x-entity-name": "IMG_20240512_142233.jpg"},
+                        generated.image("JPEG"), CarrierOptions(rename_files=True))
+    assert r.set_headers == {"x-entity-name": "image.jpg"}
 
 
 # -- integrity headers: recomputed over the new body, or a blocker when a signature covers it ---

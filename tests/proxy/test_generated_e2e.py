@@ -200,3 +200,37 @@ def test_service_shape_arrives_clean(proxy, sink, build):
         assert got.body[:i] == shape.body[:i] and got.body[i + len(img):] == shape.body[i + len(img):]
         assert got.body[i:i + len(img)] == expected
     assert_clean("JPEG", expected)
+
+
+def test_host_outside_the_list_is_tunnelled_untouched(proxy, fresh):
+    img = generated.image("JPEG")
+    ctx = ssl.create_default_context(cafile=str(fresh.cert))
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=ctx, timeout=30)
+    conn.set_tunnel("localhost", fresh.port)
+    try:
+        conn.request("PUT", "/upload", body=img, headers={"Content-Type": "image/jpeg"})
+        assert conn.getresponse().status == 201
+        peer = conn.sock.getpeercert()
+    finally:
+        conn.close()
+    assert dict(x[0] for x in peer["subject"])["commonName"] == "exifguard test sink"
+    assert fresh.last().body == img
+
+
+def test_audit_mode_forwards_byte_identical_and_names_what_it_would_remove(tmp_path, sink):
+    httpx = pytest.importorskip("httpx")
+    p = start_proxy(tmp_path, sink.port, sink.cert, "--mode", "audit")
+    try:
+        sink.clear()
+        img = generated.image("WEBP")
+        body, ctype = _multipart(img, "photo.webp")
+        with httpx.Client(proxy=p.url, verify=str(p.ca), timeout=30) as c:
+            r = c.post(UPLOAD, content=body, headers={"content-type": ctype})
+        assert r.status_code == 201
+        assert sink.last().body == body
+        assert p.wait_for("would remove location (GPS)")
+        rec = json.loads(p.audit.read_text().splitlines()[-1])
+        assert rec["action"] == "audit" and "location" in rec["categories"]
+        assert generated.MARKER.decode() not in p.output() and generated.MARKER.decode() not in p.audit.read_text()
+    finally:
+        assert p.stop() == 0
