@@ -24,14 +24,27 @@ def default_dest() -> Path:
     return Path(env) if env else REPO.parent / "shared" / "corpus"
 
 
+WINDOWS = os.name == "nt"
+
+
+def _quote(path: Path | str) -> str:
+    return f'"{path}"' if WINDOWS else shlex.quote(str(path))
+
+
 def command() -> str:
-    """How to run this script from the current folder (printed commands must run as printed)."""
+    """How to run this script from the current folder (printed commands must run as printed:
+    bash spelling, or PowerShell's on Windows, where the file runs through python)."""
     script = REPO / "scripts" / "fetch-corpus"
     try:
         rel = script.relative_to(Path.cwd())
-        return "./" + rel.as_posix()
+        return f"python {rel}" if WINDOWS else "./" + rel.as_posix()
     except ValueError:
-        return shlex.quote(str(script))
+        return f"python {_quote(script)}" if WINDOWS else _quote(script)
+
+
+def set_env(value: Path) -> str:
+    """Setting EXIFGUARD_CORPUS for the commands that follow, in the local shell's spelling."""
+    return f"$env:EXIFGUARD_CORPUS = {_quote(value)};" if WINDOWS else f"EXIFGUARD_CORPUS={_quote(value)}"
 
 
 def _writable(folder: Path) -> str | None:
@@ -53,11 +66,10 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def _read_only_message(dest: Path, why: str) -> str:
     home = Path.home() / "exifguard-corpus"
-    q = shlex.quote(str(home))
     return (f"fetch-corpus: cannot write to {dest} ({why}).\n"
             f"  Fetch into a folder you own and point the tests at it:\n"
-            f"    EXIFGUARD_CORPUS={q} {command()} --dest {q}\n"
-            f"  then run the tests with EXIFGUARD_CORPUS={q} set.")
+            f"    {set_env(home)} {command()} --dest {_quote(home)}\n"
+            f"  then run the tests with EXIFGUARD_CORPUS={home} set.")
 
 
 def _describe(dest: Path, present: list[sources.Source], changed: bool, log) -> str | None:
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fetch-corpus: run {command()} again to retry the failed files "
               "(verified files are kept)", file=sys.stderr)
     if not failed and not problem and dest.resolve() != default_dest().resolve():
-        print(f"fetch-corpus: the tests read this corpus with EXIFGUARD_CORPUS={shlex.quote(str(dest))}")
+        print(f"fetch-corpus: the tests read this corpus with {set_env(dest).rstrip(';')}")
     return 1 if failed or problem else 0
 
 
