@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -51,6 +52,9 @@ FLOW_EVENTS = {"requestheaders", "request", "responseheaders", "response", "erro
 ADMISSION = {"Exifguard.client_connected", "Exifguard.tls_clienthello", "Exifguard.next_layer"}
 #: The `error` event only fires for a flow that fails: those requests also reset upstream.
 NEEDS_FLOW_ERROR = {"error", "http_connect_error", "server_connect_error", "tls_failed_server"}
+#: `tls_failed_client` only fires when the browser rejects exifguard's certificate: those
+#: requests come from a client that does not trust exifguard's CA.
+NEEDS_UNTRUSTING_CLIENT = {"tls_failed_client"}
 
 #: "Class.hook" -> the reason of a strict xfail, while a hook fault is a known open bug.
 #: Fixed: fault-findings F1 (Exifguard.requestheaders/request raising forwarded the original
@@ -265,6 +269,14 @@ def test_hook_raising_fails_closed(fproxy, fresh, hook):
     mark = len(fproxy.lines)
     if event in FLOW_EVENTS:
         r = fh.send(fproxy, up, {**headers, fault_addon.FAULT_HEADER: hook})
+    elif event in NEEDS_UNTRUSTING_CLIENT:
+        c = fh.Client(fproxy, source=PEERS[hook])
+        c.ctx = ssl.create_default_context()  # the system's CAs only: exifguard's is rejected
+        try:
+            r = c.send(up, headers)
+        finally:
+            c.close()
+        assert r.status is None  # the handshake failed: nothing was sent at all
     else:
         r = fh.send(fproxy, up, headers, source=PEERS[hook])
     assert fired(fproxy, hook, before) > before, "the fault did not fire"

@@ -111,3 +111,22 @@ async def test_bad_level_is_refused_by_mitmproxy():
     with taddons.context(nt) as tctx:
         with pytest.raises(exceptions.OptionsError):
             tctx.configure(nt, exifguard_notify="sometimes")
+
+
+async def test_a_desktop_without_notifications_is_named_once_at_start(caplog, monkeypatch):
+    """On a server (no session bus) the reason is logged when the proxy starts, not at the
+    first refused upload, and nothing is attempted afterwards."""
+    import logging
+    monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/nonexistent-exifguard-test")
+    caplog.set_level(logging.WARNING)
+    eg, nt = Exifguard(FakeRewrite(error="bad")), Notifier()
+    with taddons.context(eg, nt) as tctx:
+        tctx.configure(eg)
+        nt.running()
+        assert nt.unavailable and "no desktop session" in caplog.text
+        caplog.clear()
+        await through(eg, nt, flow())
+        assert caplog.text.count("notifications") == 0 and nt._sender is None  # never created
+        tctx.configure(nt, exifguard_notify="off")
+        assert nt.unavailable is None

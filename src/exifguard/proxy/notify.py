@@ -21,7 +21,7 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions, http
 
-from ..desktop.notify import Notice, RateLimiter, Sender
+from ..desktop.notify import Notice, RateLimiter, Sender, Unavailable, command_for
 from .logline import describe_removed, escape
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,13 @@ class Notifier:
     def __init__(self, sender: Sender | None = None, limiter: RateLimiter | None = None) -> None:
         self.level = "blocked"
         self._sender = sender
+        self._injected = sender is not None
+        """A sender given by the caller (tests) is used whatever this desktop offers."""
         self.limiter = limiter or RateLimiter()
         self._summary_pending = False
+        self.unavailable: str | None = None
+        """Why this desktop cannot show notifications (found once, at start)."""
+        self._running = False
 
     def load(self, loader: Any) -> None:
         loader.add_option("exifguard_notify", str, "blocked",
@@ -54,9 +59,30 @@ class Notifier:
                 raise exceptions.OptionsError(
                     f"exifguard_notify must be one of {', '.join(LEVELS)}, not {escape(level, 40)!r}")
             self.level = level
+            if self._running:
+                self._check_desktop()
 
-    @property
-    def sender(self) -> Sender:
+    def running(self) -> None:
+        self._running = True
+        self._check_desktop()
+
+    def _check_desktop(self) -> None:
+        """Say once, at start, when notifications cannot be shown here (a server, a session
+        without a desktop), instead of at the first refused upload."""
+        if self.level == "off" or self._injected:
+            self.unavailable = None
+            return
+        try:
+            command_for(Notice("exifguard", ""))
+            self.unavailable = None
+        except Unavailable as exc:
+            if self.unavailable is None:
+                log.warning("exifguard: desktop notifications are not shown: %s", exc)
+            self.unavailable = str(exc)
+
+    def _get_sender(self) -> Sender:
+        # a method, not a property: mitmproxy reads every attribute of an addon when it
+        # collects commands, which would create the sender (and its thread) at load
         if self._sender is None:
             self._sender = Sender(on_problem=lambda msg: log.warning(
                 "exifguard: desktop notifications are not shown: %s", msg))
@@ -85,6 +111,8 @@ class Notifier:
             self._notify(watch, blocked=False)
 
     def _notify(self, watch: Any, *, blocked: bool) -> None:
+        if self.unavailable is not None:
+            return
         if watch.selftest_port is not None or watch.test_upload:
             return  # `exifguard selftest` and the check page's live test are not the person's uploads
         service = watch.match.entry.service or watch.host
@@ -104,7 +132,7 @@ class Notifier:
             n = len(watch.images)
             notice = Notice(f"exifguard cleaned {n} image{'s' if n != 1 else ''} for {service}",
                             f"removed: {escape(what, _REASON_LIMIT)}{more}")
-        self.sender.send(notice)
+        self._get_sender().send(notice)
 
     def _schedule_summary(self) -> None:
         """Say later how many notices were held back, so a burst is not silently lost."""
@@ -127,7 +155,7 @@ class Notifier:
         for key, n in self.limiter.due():
             kind, _, service = key.partition(":")
             verb = "blocked" if kind == "blocked" else "cleaned"
-            self.sender.send(Notice(f"exifguard {verb} {n} more upload{'s' if n != 1 else ''} to {service}",
+            self._get_sender().send(Notice(f"exifguard {verb} {n} more upload{'s' if n != 1 else ''} to {service}",
                                     "see exifguard's log for each one"
                                     + (" (nothing of those was sent)" if verb == "blocked" else "")))
         self._schedule_summary()
