@@ -12,6 +12,8 @@ corpus tests use them.  Corpus bytes are never written into the repository.
 
 from __future__ import annotations
 
+import os
+
 import io
 import json
 import struct
@@ -28,7 +30,7 @@ for _p in (REPO / "tests", REPO):
 MARK = b"EGFUZZCANARY31415"
 """The canary every generated seed carries."""
 
-DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
+DEFAULT_CORPUS = Path(os.environ.get("EXIFGUARD_CORPUS") or REPO.parent / "shared" / "corpus")
 
 
 @dataclass(frozen=True)
