@@ -126,3 +126,24 @@ def test_exifguard_alone_runs_the_proxy(installed: Path, tmp_path: Path) -> None
         or "already running" in text
     assert ran, text
     assert "usage:" not in text
+
+
+def test_service_and_proxy_dry_runs_from_the_installed_wheel(installed: Path, tmp_path: Path) -> None:
+    """Issue 12's check: from a wheel in a clean venv, `service install --dry-run` and
+    `proxy on --dry-run` print what they would change on this OS, and change nothing."""
+    exe = str(installed / "exifguard")
+    env = _env(tmp_path)
+    home = Path(env.get("HOME", str(tmp_path)))
+    before = sorted(p.relative_to(home) for p in home.rglob("*")) if home.is_dir() else []
+    p = _run([exe, "service", "install", "--dry-run"], cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    if sys.platform.startswith("linux"):
+        # the unit runs the wheel's own exifguard, by absolute path
+        assert "exifguard.service" in p.stdout and f"ExecStart={installed / 'exifguard'} run" in p.stdout, p.stdout
+        assert "systemctl --user enable --now exifguard.service" in p.stdout
+    p = _run([exe, "proxy", "on", "--dry-run"], cwd=tmp_path, env=env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "exifguard proxy on" in p.stdout and ("would" in p.stdout or "nothing would change" in p.stdout)
+    after = sorted(p.relative_to(home) for p in home.rglob("*")) if home.is_dir() else []
+    assert [x for x in after if "systemd" in str(x) or "LaunchAgents" in str(x)] == \
+        [x for x in before if "systemd" in str(x) or "LaunchAgents" in str(x)]
