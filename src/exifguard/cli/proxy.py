@@ -335,9 +335,11 @@ def cmd_hosts(args: argparse.Namespace) -> int:
             print(f"  {'':<46}   why: {r['why']}")
     off = [o for o in d.get("opt_in", []) if not o["enabled"]]
     if off:
-        print("off by default (enable with --add-service ID):")
+        print("off by default, not decrypted: uploads there go direct and are NOT cleaned "
+              "(enable with --add-service ID):")
         for o in off:
             print(f"  {o['id']:<14} {', '.join(o['hosts'])}: {o['why']}")
+    print("every other host is tunnelled untouched: exifguard does not decrypt it")
     if info is not None and d["ca"]["hosts_not_covered"]:
         print(f"the CA in {certs} does not cover: {', '.join(d['ca']['hosts_not_covered'])}; re-issue it:\n"
               f"  {command_prefix()} cert reissue{_certs_opt(args, certs)}{_additions_opt(args)}")
