@@ -622,6 +622,7 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
             text = pac.pac_text(hosts, proxy_addr)
             pac_file = certs / PAC_NAME
             pac_file.write_text(text)
+            _warn_stale_system_setting(certs, text, hosts, prefix, explicit_certs)
             pac_port = port + 1 if args.pac_port is None else args.pac_port
             pac_url = None
             if pac_port >= 0:
@@ -666,6 +667,22 @@ def _run_locked(args: argparse.Namespace, certs: Path, plan: Plan, hosts: Any, p
                 _remove_state_if_ours(state, run_id)
             if pac_srv is not None:
                 _shutdown_pac(pac_srv)
+
+
+def _warn_stale_system_setting(certs: Path, text: str, hosts: Any, prefix: str, explicit_certs: bool) -> None:
+    """`proxy on` put a data: PAC in the system setting; if it is older than this proxy's PAC
+    (new hosts after an upgrade, --add-service, another port), say so loudly: the browser
+    sends the new hosts DIRECT until the setting is refreshed."""
+    try:
+        from ..desktop import sysproxy
+        why = sysproxy.stale_setting(certs, text, [d for d, _sub in hosts.pac_entries()])
+    except Exception:  # noqa: BLE001 - a hint must never stop the proxy
+        return
+    if why:
+        bar = "!" * 72
+        print(f"{bar}\nexifguard: the system proxy setting that `proxy on` made holds an older PAC: {why}.\n"
+              f"Refresh it:\n  {prefix} proxy on{_certs_arg(certs, explicit_certs)}\n{bar}",
+              file=sys.stderr, flush=True)
 
 
 def _loopback(host: str) -> bool:

@@ -637,6 +637,38 @@ def save_state(certs: Path, plan: Plan) -> Path:
     return path
 
 
+def stale_setting(certs: Path, pac_text: str, pac_hosts: Sequence[str] = ()) -> str | None:
+    """Why the data: PAC that `proxy on` put in the system setting no longer matches the PAC
+    of the proxy starting now (None: it matches, or `proxy on` set none).
+
+    A data: PAC is a snapshot.  After an upgrade adds hosts, or `--add-service` or another
+    port, the browser keeps the old one: uploads to the new hosts go DIRECT, uncleaned,
+    and requests for the old port fail.  `pac_hosts` are the names the current PAC sends to
+    exifguard; the reason names those the old PAC lacks.
+    """
+    state = load_state(certs)
+    url = state.get("url") if state else None
+    if not isinstance(url, str) or not url.lower().startswith("data:") or url == data_url(pac_text):
+        return None
+    head, _, payload = url.partition(",")
+    try:
+        old = (base64.b64decode(payload, validate=False).decode("utf-8", "replace") if ";base64" in head.lower()
+               else urllib.parse.unquote(payload))
+    except ValueError:
+        old = ""
+    if not old.lstrip().startswith(PAC_MARKER):
+        return None  # not ours any more: `proxy status` explains that case
+    reasons = []
+    old_proxy, new_proxy = _pac_proxy(old), _pac_proxy(pac_text)
+    if old_proxy != new_proxy:
+        reasons.append(f"it points at {old_proxy or 'another address'}, this proxy listens on {new_proxy}")
+    missing = [h for h in pac_hosts if f'"{h}"' not in old]
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        reasons.append(f"it lacks {shown}: uploads there go DIRECT, uncleaned")
+    return "; ".join(reasons) or "its host list differs from this proxy's"
+
+
 def clear_state(certs: Path) -> None:
     state_path(certs).unlink(missing_ok=True)
 
