@@ -1,5 +1,8 @@
 """End to end: clients -> `exifguard run` (a real mitmdump) -> local HTTPS sink.
 
+With the corpus, the photo is a real camera JPEG; without it, the generated one (so a
+fresh clone covers the same paths), and a raw PUT of every generated format.
+
 Real AI hostnames in the client requests, mapped to the sink with map_remote.  The sink
 checks what arrived: images clean by ExifTool's account (allowlists), every other byte
 unchanged.  One proxy per configuration, started once per module.
@@ -19,7 +22,7 @@ import sys
 
 import pytest
 
-from support import corpus, oracle
+from support import canary, corpus, generated, oracle
 
 from .harness import start_proxy
 from .sink import Sink
@@ -31,10 +34,11 @@ PUT_URL = "https://files.oaiusercontent.com/files/abc/raw?se=2030&sp=w&sig=SECRE
 
 
 def photo() -> bytes:
+    """A real camera JPEG with GPS from the corpus; without the corpus, the generated JPEG
+    (GPS, serial, owner, XMP, IPTC, comment: tests/support/generated.py), so a fresh clone
+    still sends every client and path below through the proxy."""
     fs = [f for f in corpus.files("JPEG") if f.entry.get("privacy", {}).get("gps")]
-    if not fs:
-        pytest.skip(corpus.missing("a JPEG with GPS"))
-    return fs[0].data
+    return fs[0].data if fs else generated.image("JPEG")
 
 
 def truncated() -> bytes:
@@ -47,6 +51,7 @@ def truncated() -> bytes:
 
 def assert_clean(img: bytes) -> None:
     assert img[:3] == b"\xff\xd8\xff"
+    assert canary.find(img, generated.MARKER) == []  # the generated photo's private values
     tags = oracle.exiftool_bytes(img, ".jpg")
     assert oracle.leaks("JPEG", tags) == []
     assert not any("GPS" in k for k in tags)
@@ -310,3 +315,28 @@ def test_non_loopback_client_is_refused(tmp_path, sink):
         assert p.wait_for("refused proxy client")
     finally:
         assert p.stop() == 0
+
+
+@pytest.mark.parametrize("fmt", generated.FORMATS)
+def test_raw_put_of_every_generated_format_arrives_clean(proxy, fresh, fmt):
+    """Every format the engine cleans, through the real proxy, without the corpus."""
+    from exifguard import scrub
+    img = generated.image(fmt)
+    u = PUT_URL.split("/", 3)
+    ctx = ssl.create_default_context(cafile=str(proxy.ca))
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=ctx, timeout=60)
+    conn.set_tunnel(u[2], 443)
+    try:
+        conn.request("PUT", "/" + u[3], body=img, headers={"Content-Type": "application/octet-stream"})
+        r = conn.getresponse()
+        r.read()
+    finally:
+        conn.close()
+    assert r.status == 201, proxy.output()[-2000:]
+    got = fresh.last().body
+    assert len(got) == len(img) and got == scrub(img).data
+    assert canary.find(got, generated.MARKER) == [], f"{fmt}: a private value arrived"
+    if fmt in generated.ORACLE:
+        tags = oracle.exiftool_bytes(got, generated.EXT[fmt])
+        assert oracle.leaks(generated.oracle_format(fmt), tags) == []
+        assert not any("GPS" in k for k in tags)
