@@ -174,3 +174,22 @@ def test_generated_config_parses_cleanly_with_squid(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-2000:]
     assert not re.search(r"WARNING|ERROR|FATAL|Bungled|unrecognized", out, re.I), out[-2000:]
+
+
+def test_squid_config_and_icap_take_the_opt_in_services(capsys):
+    """Shared storage is off by default in Squid's bump list too; --add-service turns it on,
+    with the same ids as `exifguard run`; an unknown id is an error naming the valid ones."""
+    args = parser().parse_args(["squid-config"])
+    assert args.func(args) == 0
+    default = capsys.readouterr().out
+    assert " .blob.core.windows.net" not in default and ".sharepoint.com" not in default
+    args = parser().parse_args(["squid-config", "--add-service", "azure-blob", "--add-service", "m365-sharepoint"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert " .blob.core.windows.net" in out and " .sharepoint.com" in out
+    args = parser().parse_args(["squid-config", "--add-service", "nope"])
+    assert args.func(args) == 2
+    assert "unknown service 'nope'" in capsys.readouterr().err
+    args = parser().parse_args(["icap", "--add-service", "huggingchat"])
+    from exifguard.cli.icap import _hosts
+    assert _hosts(args).classify("huggingface.co") is not None

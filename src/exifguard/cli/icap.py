@@ -36,14 +36,20 @@ def _cores() -> int:
 
 
 def _hosts(args: argparse.Namespace) -> HostSet:
-    return HostSet.build(extra=args.add_host or [], remove=args.remove_host or [])
+    extra = [*(args.add_host or []), *(f"service:{s}" for s in args.add_service or [])]
+    return HostSet.build(extra=extra, remove=args.remove_host or [])
 
 
 def _host_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-host", action="append", metavar="HOST",
                    help="also clean uploads to HOST (example.com or *.example.com); repeatable")
     p.add_argument("--remove-host", action="append", metavar="HOST",
-                   help="remove HOST from the default AI host list; repeatable")
+                   help="remove HOST (or service:ID) from the default AI host list; repeatable")
+    p.add_argument("--add-service", action="append", metavar="ID",
+                   help="also clean uploads to a service that is off by default because it needs shared "
+                        "storage or a whole site decrypted (huggingchat, doubao, m365-sharepoint, azure-blob, "
+                        "aws-s3, ...; `exifguard hosts` lists them); give the same to `icap` and "
+                        "`squid-config`; repeatable")
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
