@@ -218,8 +218,10 @@ def test_default_workers_is_at_least_two():
 
 
 def test_tune_malloc_fixes_the_thresholds_once():
-    """glibc's dynamic mmap threshold moved 5 MB bodies into arenas that never shrink; the
-    tuning turns it off (True on glibc, a harmless False elsewhere; idempotent)."""
+    """glibc's per-thread arenas kept 5 MB bodies in tops that malloc_trim never shrinks; the
+    tuning puts every thread on one arena with fixed thresholds (True on glibc, a harmless
+    False elsewhere; idempotent).  That memory really comes back after a burst is checked
+    through the proxy in test_memory.py and scripts/memcheck."""
     first = workers.tune_malloc()
     assert workers.tune_malloc() is first
     import sys
