@@ -48,6 +48,18 @@ def _builder_hosts() -> tuple[str, ...]:
     return tuple(h for h in dict.fromkeys(out) if h)
 
 
+def _all_services() -> HostSet:
+    from exifguard.proxy.hosts import load_table
+    return HostSet.build(extra=[f"service:{s.id}" for s in load_table().services if s.opt_in])
+
+
+#: The table the Squid tests use: every opt-in service on (shared storage and whole sites),
+#: so their request shapes are cleaned through Squid too.  Squid's bump list, its CA and the
+#: ICAP services the tests start all use it (`ICAP_ARGS` for a real `exifguard icap`).
+HOSTS = _all_services()
+OPT_IN_IDS = tuple(s.id for s in HOSTS.services)
+ICAP_ARGS = tuple(a for sid in OPT_IN_IDS for a in ("--add-service", sid))
+
 #: Names the tests use; all resolve to 127.0.0.1 inside Squid.
 BASE_NAMES = ("claude.ai", "files.oaiusercontent.com", "api.anthropic.com", "api.openai.com", "example.org",
               "acct.blob.core.windows.net", "copilot.microsoft.com", "substrate.office.com",
@@ -71,7 +83,7 @@ def ai_sink_cert(sink, directory: Path) -> Path:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    names = [n for n in TEST_NAMES if HostSet.build().lookup(n) is not None]
+    names = [n for n in TEST_NAMES if HOSTS.lookup(n) is not None]
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "exifguard icap test sink")])
     now = dt.datetime.now(dt.timezone.utc)
@@ -168,7 +180,7 @@ def start_squid(icap_urls: list[str], sink_port: int, sink_cert: Path, *, extra:
     d = Path(tempfile.mkdtemp(prefix="eg-squid-"))
     os.chmod(d, 0o755)
     proxy_user = pwd.getpwnam("proxy")
-    hosts = HostSet.build()
+    hosts = HOSTS
     # the CA exactly as docs/deploy.md makes it (exifguard cert create): name-constrained to the
     # AI hosts, key and certificate in one 0600 file that Squid reads for tls-cert and tls-key
     create_ca(d / "ca", hosts.domains())

@@ -28,12 +28,12 @@ import pytest
 
 from carriers import builders
 from exifguard.icap.handler import ServiceConfig
-from exifguard.proxy.hosts import HostSet, Kind
+from exifguard.proxy.hosts import Kind, load_table
 from proxy import faultharness as fh
 from proxy.sink import Sink
 
 from .conftest import Running
-from .squidharness import ai_sink_cert, require_squid, send, start_squid, wait_port
+from .squidharness import HOSTS, ICAP_ARGS, ai_sink_cert, require_squid, send, start_squid, wait_port
 
 M = fh.MARK_PREFIX
 SRC = str(Path(__file__).resolve().parents[2] / "src")
@@ -60,7 +60,7 @@ def audit_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def svc(audit_path, squid_version):
-    r = Running(ServiceConfig(audit_log=audit_path))
+    r = Running(ServiceConfig(audit_log=audit_path, hosts=HOSTS))
     yield r
     r.stop()
 
@@ -90,9 +90,15 @@ def leaks(data: bytes) -> list[str]:
 
 
 # ---- upload shapes -------------------------------------------------------------------------
-def _origin(url: str) -> list[tuple[str, str]]:
-    e = HostSet.build().lookup(urlsplit(url).hostname or "")
-    return [("Origin", "https://www.perplexity.ai")] if e is not None and e.kind is Kind.SHARED else []
+def _origin(url: str, headers: list[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+    """A shared storage host is checked only for its service's web app: send that Origin
+    (unless the shape already carries one)."""
+    e = HOSTS.lookup(urlsplit(url).hostname or "")
+    if e is None or e.kind is not Kind.SHARED or any(k.lower() == "origin" for k, _ in headers):
+        return []
+    svc = load_table().get(e.service_id) if e.service_id else None
+    origin = svc.origins[0] if svc is not None and svc.origins else "perplexity.ai"
+    return [("Origin", f"https://www.{origin}")]
 
 
 @pytest.mark.parametrize("build", builders.SHAPES, ids=lambda b: b.__name__)
@@ -100,9 +106,9 @@ def test_builder_shapes_arrive_clean(squid, svc, fresh, build):
     img = fh.make_image("JPEG", f"{M}-sq-{build.__name__}", seed=len(build.__name__))
     shape = build(img)
     host = urlsplit(shape.url).hostname or ""
-    if HostSet.build().lookup(host) is None:
+    if HOSTS.lookup(host) is None:
         pytest.skip(f"{host} is not in exifguard's host table: Squid splices it, exifguard never sees it")
-    r = through(squid, fresh, shape.method, shape.url, shape.headers + _origin(shape.url), shape.body)
+    r = through(squid, fresh, shape.method, shape.url, shape.headers + _origin(shape.url, shape.headers), shape.body)
     assert r.status is not None and 200 <= r.status < 300, (r, squid.output()[-2000:])
     assert len(fresh.received) == 1
     got = fresh.received[0]
@@ -343,7 +349,7 @@ def test_overloaded_service_refuses_and_forwards_nothing_unchecked(sink, fresh):
         time.sleep(1.0)
         return rewrite_request(*a, **k)
 
-    cfg = ServiceConfig(threads=1, queue=0, express=0)  # regular slots only: small images
+    cfg = ServiceConfig(threads=1, queue=0, express=0, hosts=HOSTS)  # regular slots only: small images
     svc = Running(cfg, Reqmod(cfg, rewrite=slow))
     sq = start_squid([f"icap://127.0.0.1:{svc.port}/reqmod"], sink.port, sink.cert)
     try:
@@ -374,7 +380,7 @@ def test_overloaded_service_refuses_and_forwards_nothing_unchecked(sink, fresh):
 # ---- two instances behind HAProxy ----------------------------------------------------------------
 def _start_service(port: int, extra: tuple[str, ...] = ()) -> subprocess.Popen:
     p = subprocess.Popen([sys.executable, "-m", "exifguard.icap", "icap", "--port", str(port), "--workers", "1",
-                          *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          *ICAP_ARGS, *extra], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          env={"PYTHONPATH": SRC, "PATH": "/usr/bin:/bin"})
     wait_port(port, proc=p)
     return p
