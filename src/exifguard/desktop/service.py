@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePath, PurePosixPath, PureWindowsPath
 from xml.sax.saxutils import escape as xml_escape
 
+from .commands import Result, Runner, subprocess_runner  # noqa: F401 - part of this module's interface
+
 PLATFORMS = ("linux", "macos", "windows")
 UNIT_NAME = "exifguard.service"
 LAUNCHD_LABEL = "org.exifguard.proxy"
@@ -488,28 +490,6 @@ def preflight(cfg: ServiceConfig, *, which: Callable[[str], str | None],
 
 
 # ---- doing it ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Result:
-    """A finished command: exit code and what it printed."""
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-Runner = Callable[[Sequence[str]], Result]
-
-
-def subprocess_runner(argv: Sequence[str]) -> Result:
-    """Run a command, never longer than a minute; a missing program is exit code 127."""
-    try:
-        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        return Result(127, "", f"{argv[0]}: command not found")
-    except subprocess.TimeoutExpired:
-        return Result(124, "", f"{argv[0]}: no answer within 60 s")
-    return Result(p.returncode, p.stdout, p.stderr)
-
-
 class Failed(ServiceError):
     """A command of the plan failed: names it, with its own message."""
 

@@ -31,12 +31,12 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+
+from .commands import Result, Runner, subprocess_runner  # noqa: F401 - part of this module's interface
 
 STATE_NAME = "sysproxy.json"
 PAC_MARKER = "// exifguard proxy auto-config"
@@ -59,29 +59,6 @@ PLATFORMS = ("linux", "darwin", "win32")
 
 class SysProxyError(Exception):
     """Something a person can act on (the message says what to do); never a traceback."""
-
-
-# ---- running commands -------------------------------------------------------------------
-@dataclass(frozen=True)
-class Result:
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-class Runner(Protocol):
-    def __call__(self, argv: Sequence[str]) -> Result: ...
-
-
-def subprocess_runner(argv: Sequence[str]) -> Result:
-    """Run a command of the OS (no shell); a missing program is a failed Result."""
-    try:
-        p = subprocess.run(list(argv), capture_output=True, text=True, timeout=60)
-    except FileNotFoundError:
-        return Result(127, "", f"{argv[0]}: not found")
-    except subprocess.TimeoutExpired:
-        return Result(124, "", f"{argv[0]}: no answer within 60 s")
-    return Result(p.returncode, p.stdout, p.stderr)
 
 
 # ---- where the setting lives ----------------------------------------------------------
