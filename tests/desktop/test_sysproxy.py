@@ -494,3 +494,32 @@ def test_real_gsettings_on_a_private_backend(monkeypatch, tmp_path, capsys):
     cur = sp.read_current(sp.Target("linux", "gnome"), sp.subprocess_runner)
     assert cur.values == {"mode": "none", "autoconfig-url": "http://corp.example/w.pac"}
     capsys.readouterr()
+
+
+def test_cli_http_pac_is_refused_when_the_running_proxy_serves_none(monkeypatch, tmp_path, capsys):
+    """`run --pac-port -1` (or a taken PAC port) serves no PAC: an http:// URL would point at
+    nothing and the browser would go DIRECT, uncleaned; IPv6 proxies still get 127.0.0.1,
+    where `run` serves its PAC."""
+    f = FakeOS()
+    (tmp_path / "run.json").write_text(json.dumps({"proxy": "127.0.0.1:8080", "pac_url": None}))
+    assert _cli(monkeypatch, f, "on", "--pac-kind", "http", "--desktop", "gnome", "--certs", str(tmp_path)) == 2
+    assert "serves no PAC" in capsys.readouterr().err and f.gnome["autoconfig-url"] == ""  # unchanged
+    (tmp_path / "run.json").unlink()
+    assert _cli(monkeypatch, f, "on", "--pac-kind", "http", "--proxy", "[::1]:8080", "--desktop", "gnome",
+                "--certs", str(tmp_path)) == 0
+    assert f.gnome["autoconfig-url"] == "http://127.0.0.1:8081/proxy.pac"
+    assert "leave UNCLEANED until you start it" in capsys.readouterr().out  # http: fails open
+
+
+def test_cli_saves_the_previous_setting_before_changing_it(monkeypatch, tmp_path, capsys):
+    """A step failing half-way must not lose what was there before (a company's PAC)."""
+    f = FakeOS(gnome={"mode": "auto", "autoconfig-url": "http://wpad.example/proxy.pac"})
+    real_apply = sp.apply
+
+    def failing_apply(plan, runner):
+        raise sp.SysProxyError("exifguard proxy: gsettings failed half-way")
+    monkeypatch.setattr(sp, "apply", failing_apply)
+    assert _cli(monkeypatch, f, "on", "--desktop", "gnome", "--certs", str(tmp_path)) == 2
+    saved = sp.load_state(tmp_path)
+    assert saved is not None and "wpad.example" in json.dumps(saved["previous"])
+    monkeypatch.setattr(sp, "apply", real_apply)

@@ -66,8 +66,16 @@ def _pac_url(args: argparse.Namespace, certs: Path, proxy: str, text: str, state
         served = state.get("pac_url")
         if isinstance(served, str) and served:
             return served, _behaviour("http")
-        host, _, port = proxy.rpartition(":")
-        return f"http://{pac.hostport(host, int(port) + 1)}{pac.PAC_PATH}", _behaviour("http")
+        if state:
+            # a running exifguard that serves no PAC (--pac-port -1, or the port was taken): a
+            # URL nobody serves sends the browser DIRECT, uncleaned
+            raise sp.SysProxyError(
+                "exifguard proxy: the running exifguard serves no PAC (started with --pac-port -1, or its PAC "
+                "port was taken), so an http:// PAC URL would send the browser DIRECT, uncleaned. Use "
+                "--pac-kind data, or restart `run` with a free --pac-port")
+        # not running: the address `run` serves its PAC on by default (always on 127.0.0.1)
+        port = proxy.rpartition(":")[2]
+        return f"http://{pac.hostport('127.0.0.1', int(port) + 1)}{pac.PAC_PATH}", _behaviour("http")
     return sp.data_url(text), _behaviour("data")
 
 
@@ -154,15 +162,17 @@ def _on(args: argparse.Namespace, certs: Path, cur: sp.Current, saved: dict | No
             print(c.shell(t) + ("   # may fail harmlessly" if c.may_fail else ""))
         print(f"# PAC: {how}")
         if args.pac_kind == "file" and not args.pac_url:
-            print(f"# the PAC file would be written first: {certs / 'proxy.pac'}")
+            print(f"# the PAC file would be written first: {certs / PAC_NAME}")
         for ch in plan.changes:
             print(f"# would change {ch.describe()}")
         for e in cur.errors:
             print(f"# could not read the current value ({e}); it is read when this runs for real")
         print(f"# the values from before would be saved in {sp.state_path(certs)} for: {undo}")
         return 0
-    skipped = sp.apply(plan, _runner)
+    # saved first: if a step fails half-way, `off` can still restore what was there before
+    # (it only touches places that point at exifguard)
     path = sp.save_state(certs, plan)
+    skipped = sp.apply(plan, _runner)
     print(f"exifguard proxy on: {cur.target.describe()} now sends AI hosts to exifguard (proxy {proxy}).")
     print(f"PAC: {how}.")
     print("changed:")
@@ -177,8 +187,12 @@ def _on(args: argparse.Namespace, certs: Path, cur: sp.Current, saved: dict | No
     for n in plan.notes:
         print(n)
     if running is None:
-        print(f"exifguard is not running: uploads to AI services fail until you start it:\n  {prefix} run"
-              f"{_certs_opt(args, certs)}")
+        if sp.classify(url).fails_closed:
+            print(f"exifguard is not running: uploads to AI services fail until you start it:\n  {prefix} run"
+                  f"{_certs_opt(args, certs)}")
+        else:
+            print(f"exifguard is NOT running: with this PAC, uploads to AI services leave UNCLEANED until you "
+                  f"start it:\n  {prefix} run{_certs_opt(args, certs)}")
     print(f"check it in your browser: {prefix} check{_certs_opt(args, certs)}")
     print(f"undo: {undo}")
     return 0

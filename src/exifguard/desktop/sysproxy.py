@@ -32,6 +32,7 @@ import re
 import shlex
 import shutil
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -169,7 +170,8 @@ def classify(url: str | None, certs: Path | None = None, known_urls: Sequence[st
         ours = text.lstrip().startswith(PAC_MARKER)
         return PacInfo(url, "data", ours, _pac_proxy(text) if ours else None)
     if low.startswith("file:"):
-        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path))
+        # url2pathname: on Windows file:///C:/Users/x is C:\Users\x (Path(unquote(...)) gave \C:\...)
+        path = Path(urllib.request.url2pathname(urllib.parse.urlsplit(url).path))
         try:
             text = path.read_text(errors="replace")[:200_000]
         except OSError:
@@ -390,7 +392,7 @@ def active_urls(cur: Current) -> list[tuple[str, str | None]]:
 RESTART_NOTE = {
     "linux": "Chromium-based browsers and Firefox (with \"Use system proxy settings\") read this setting; "
              "restart the browser if an open window still goes direct.",
-    "darwin": "Chrome, Edge, Brave and Firefox (\"Use system proxy settings\") read this setting; Safari does "
+    "darwin": "Chrome, Edge, Brave and Firefox (\"Use system proxy settings\") read this setting; Safari "
               "is not expected to load a data: PAC (docs/browsers.md). Restart the browser if an open window still goes direct. "
               "networksetup may ask for an administrator password.",
     "win32": "Chrome and Edge read it on their next start: close every window of the browser (also in the "
