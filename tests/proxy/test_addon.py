@@ -393,3 +393,17 @@ async def test_internal_error_message_logged_when_values_are_opted_in(setup, cap
         await run(addon, tctx, f)
     assert f.response.status_code == 422
     assert "Serial 4242" in caplog.text
+
+
+async def test_the_verdict_left_on_the_flow_holds_no_file_name_value_or_bytes(setup):
+    """flow.metadata is shown by mitmproxy's console and kept in saved flows: the outcome the
+    addons after this one read (notifier, check page) carries names and categories only,
+    even with exifguard_log_values on."""
+    addon, tctx = setup(exifguard_log_values=True)
+    f = flow()
+    await run(addon, tctx, f)
+    watch = f.metadata["exifguard"]
+    [seen] = watch.images
+    assert seen.action == "stripped" and seen.removed[0].tags == ("GPSLatitude", "Make")
+    text = repr(f.metadata)
+    assert "48.8" not in text and "IMG_1" not in text and "CANARY" not in text

@@ -128,9 +128,6 @@ class Verdict:
         return cls("respond", status=status, text=text, headers=headers)
 
 
-_Refused = Refused  # the shared "could not inspect" outcome (proxy/inspect.py)
-
-
 @dataclass
 class Counters:
     requests: int = 0
@@ -206,7 +203,7 @@ class Reqmod:
         on_error = OnError.BLOCK if strict else self.config.on_error
         return policy.decide(self.config.mode, on_error, (), ("?",)).outcome is Outcome.RESPOND
 
-    def cannot_inspect(self, host: str, why: _Refused) -> Verdict:
+    def cannot_inspect(self, host: str, why: Refused) -> Verdict:
         """Not inspected: refused, or forwarded where the administrator chose so (addon's rule)."""
         on_error = OnError.BLOCK if why.strict else self.config.on_error
         decision = policy.decide(self.config.mode, on_error, (), (why.reason,))
@@ -223,20 +220,20 @@ class Reqmod:
 
     def too_large(self, host: str, size: int | None) -> Verdict:
         what = f"{size} bytes" if size is not None else "a body"
-        return self.cannot_inspect(host, _Refused(
+        return self.cannot_inspect(host, Refused(
             f"the upload ({what}) is over exifguard's inspection limit ({self.config.inspect_limit} bytes)",
             413, strict=True))
 
     def busy(self, host: str, why: str) -> Verdict:
         self.counters.busy += 1
-        return self.cannot_inspect(host, _Refused(f"exifguard is busy ({why}); try again in a moment", 503,
+        return self.cannot_inspect(host, Refused(f"exifguard is busy ({why}); try again in a moment", 503,
                                                   strict=True, headers=(("Retry-After", RETRY_AFTER),)))
 
     def internal_error(self, host: str, exc: BaseException) -> Verdict:
         self.counters.internal_errors += 1
         log.error("exifguard: internal error while checking an upload: %s (message hidden, it may "
                   "quote the upload)", type(exc).__name__)
-        return self.cannot_inspect(host, _Refused(f"internal error while checking the upload "
+        return self.cannot_inspect(host, Refused(f"internal error while checking the upload "
                                                   f"({type(exc).__name__})"))
 
     # ---- the inspection ----------------------------------------------------------------------
@@ -251,7 +248,7 @@ class Reqmod:
             return self.busy(host, str(exc))
         except InspectionTimeout as exc:
             self.counters.timeouts += 1
-            return self.cannot_inspect(host, _Refused(
+            return self.cannot_inspect(host, Refused(
                 f"{exc}; try again, or send a smaller upload", 503, strict=True,
                 headers=(("Retry-After", RETRY_AFTER),)))
         except WorkerFailed as exc:

@@ -52,9 +52,10 @@ from mitmproxy.utils import human
 from ..carriers import CarrierOptions, UploadTracker
 from . import decode as codings
 from . import policy
+from ..engine.report import Removal
 from .audit import AuditLog, ImageRecord, strip_query
 from .hosts import HostSet, Match, normalise_host
-from .inspect import Refused, Settings, Upload, inspect_upload
+from .inspect import Refused, Settings, Upload, inspect_upload, refused_for
 from .logline import escape
 from .policy import Action, Mode, OnError, Outcome
 from .workers import EXPRESS_SLOTS, Busy, InspectionPool, InspectionTimeout, WorkerFailed, tune_malloc
@@ -199,6 +200,25 @@ class Stats:
                 f"undecodable {self.refused_undecodable}, over the inspection limit {self.refused_too_large}")
 
 
+@dataclass(frozen=True)
+class SeenImage:
+    """One image's outcome as the addons after this one may see it: names and categories
+    only.  Not the audit record: flow.metadata is shown by mitmproxy's console and kept in
+    saved flows, so it holds no file name, no metadata value and no image bytes."""
+
+    action: str
+    format: str | None
+    error: str | None
+    removed: tuple[Removal, ...] = ()
+    """What was neutralised, with `values` left out."""
+
+    @classmethod
+    def of(cls, record: ImageRecord) -> "SeenImage":
+        r = record.result
+        removed = tuple(dataclasses.replace(x, values=()) for x in r.removed) if r is not None else ()
+        return cls(record.action, record.format, record.error, removed)
+
+
 @dataclass
 class _Watch:
     match: Match
@@ -209,8 +229,8 @@ class _Watch:
     test_upload: bool = False
     """The check page's live test (answered by exifguard itself, never forwarded): audited as
     a test, like selftest uploads, so `exifguard report` leaves it out."""
-    images: list[ImageRecord] = field(default_factory=list)
-    """One record per image found, as logged and audited (names, never values)."""
+    images: list[SeenImage] = field(default_factory=list)
+    """What was found and done, image by image, for the addons after this one."""
     refused: str | None = None
     """Why exifguard answered this upload itself with a refusal (None: it was not refused).
     Addons after this one (the notifier, the check page) read it with `images`."""
@@ -233,14 +253,11 @@ class _Checked:
     decision: policy.Decision
     reports: tuple[_Report, ...]
     audit: AuditLog | None
-    body_changed: bool
     raw_body: bytes | None = None
-    """The cleaned body encoded with the request's Content-Encoding (when body_changed)."""
+    """The cleaned body encoded with the request's Content-Encoding (None: forward it as it is)."""
     blocked_line: str | None = None
+    blocked_reason: str | None = None
     warning_line: str | None = None
-
-
-_Refused = Refused  # the shared "could not inspect" outcome (proxy/inspect.py)
 
 
 class Exifguard:
@@ -480,8 +497,7 @@ class Exifguard:
         try:
             codings.parse_codings(encoding)  # an unknown coding is refused without queueing
         except codings.UnsupportedEncoding as exc:
-            return self._cannot_inspect(flow, watch, _Refused(str(exc), 415, headers=(
-                ("accept-encoding", "gzip, deflate, br, zstd"),)))
+            return self._cannot_inspect(flow, watch, refused_for(exc))
         watch.large = len(raw) >= self.pool.large_bytes
         try:
             rewrite = self._rewrite_fn()
@@ -497,11 +513,11 @@ class Exifguard:
 
             rw, checked = await self.pool.run(job, size=len(raw), timeout=self.inspect_timeout)
         except Busy as exc:
-            return self._cannot_inspect(flow, watch, _Refused(
+            return self._cannot_inspect(flow, watch, Refused(
                 f"exifguard is busy ({exc}); try again in a moment", 503, strict=True,
                 counter="refused_busy", headers=(("retry-after", RETRY_AFTER),)))
         except InspectionTimeout as exc:
-            return self._cannot_inspect(flow, watch, _Refused(
+            return self._cannot_inspect(flow, watch, Refused(
                 f"{exc} (exifguard_inspect_timeout); try again, or send a smaller upload", 503, strict=True,
                 counter="timed_out", headers=(("retry-after", RETRY_AFTER),)))
         except WorkerFailed as exc:
@@ -512,20 +528,20 @@ class Exifguard:
             _log_internal_error("checking an upload", exc, self.repeats)
             return self._respond_error(flow, watch, f"internal error while checking the upload "
                                                     f"({type(exc).__name__})")
-        if isinstance(checked, _Refused):
+        if isinstance(checked, Refused):
             return self._cannot_inspect(flow, watch, checked)
         if checked is None:  # no image, nothing blocking
             return
         decision = checked.decision
         if not flow.live or flow.response is not None:
             return
-        watch.images = [r.record for r in checked.reports]
+        watch.images = [SeenImage.of(r.record) for r in checked.reports]
         if decision.outcome is Outcome.RESPOND:
             flow.response = http.Response.make(decision.status or 403, decision.text or "",
                                                {"content-type": "text/plain; charset=utf-8"})
             watch.refused = _refusal_reason(checked)
         elif decision.outcome is Outcome.FORWARD_CLEANED:
-            if checked.body_changed and checked.raw_body is not None:
+            if checked.raw_body is not None:
                 # set raw_content ourselves: `request.content = ...` would re-encode with
                 # mitmproxy's codecs, which know neither stacked codings nor x-gzip (and drop
                 # the header when they fail)
@@ -570,8 +586,8 @@ class Exifguard:
                 except (OSError, ValueError):
                     audit_line = None  # encoded again on the event loop, which logs the failure
             reports.append(_Report(r.action, r.line, r.record, audit_line))
-        return result.rewrite, _Checked(result.decision, tuple(reports), audit, result.raw_body is not None,
-                                        result.raw_body, result.blocked_line, result.warning_line)
+        return result.rewrite, _Checked(result.decision, tuple(reports), audit, result.raw_body,
+                                        result.blocked_line, result.blocked_reason, result.warning_line)
 
     def _report(self, report: _Report, audit: AuditLog | None) -> None:
         """Event loop: count, log the prepared line, append the prepared audit record."""
@@ -606,7 +622,7 @@ class Exifguard:
         on_error = OnError.BLOCK if strict else self.on_error
         return policy.decide(self.mode, on_error, (), ("?",)).outcome is Outcome.RESPOND
 
-    def _cannot_inspect(self, flow: http.HTTPFlow, watch: _Watch, why: _Refused) -> None:
+    def _cannot_inspect(self, flow: http.HTTPFlow, watch: _Watch, why: Refused) -> None:
         """The upload was not inspected: refuse it, or forward it where the person chose so.
 
         Follows `policy.decide` for a request with a blocker and no images (audit mode
@@ -638,7 +654,7 @@ class Exifguard:
 
     def _respond_error(self, flow: http.HTTPFlow, watch: _Watch, reason: str) -> None:
         """An internal error while checking: refused unless the person chose to pass."""
-        self._cannot_inspect(flow, watch, _Refused(reason, counter="internal_errors"))
+        self._cannot_inspect(flow, watch, Refused(reason, counter="internal_errors"))
 
     # ---- flow end: give memory back after large uploads ---------------------------------
     def response(self, flow: http.HTTPFlow) -> None:
@@ -661,11 +677,11 @@ class Exifguard:
 
 def _refusal_reason(checked: _Checked) -> str:
     """A short reason for a refused upload, for people (no values): the first blocked
-    image's error, else the block-mode or blocker line."""
+    image's error, else the blockers."""
     for r in checked.reports:
         if r.action is Action.BLOCKED:
             return r.record.error or "exifguard_mode=block refuses every image upload"
-    return checked.blocked_line or "the upload could not be checked"
+    return checked.blocked_reason or "the upload could not be checked"
 
 
 class StreamResponses:

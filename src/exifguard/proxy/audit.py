@@ -155,7 +155,12 @@ class AuditLog:
             except OSError:
                 if len(view) < len(line):  # part of the record reached the file
                     try:
-                        os.ftruncate(self._fd, start)
+                        # cut back only if nothing was appended after it meanwhile (ICAP worker
+                        # processes share the file): else the next record starts a fresh line
+                        if os.fstat(self._fd).st_size == start + len(line) - len(view):
+                            os.ftruncate(self._fd, start)
+                        else:
+                            self._torn = True
                     except OSError:
                         self._torn = True
                 raise

@@ -260,8 +260,7 @@ class CheckPage:
         actions = []
         for r in records:
             actions.append(getattr(r, "action", None))
-            res = getattr(r, "result", None)
-            for x in (res.removed if res is not None else ()):
+            for x in getattr(r, "removed", ()):
                 removals.append(x)
                 removed.append({"carrier": x.carrier, "tags": list(x.tags),
                                 "categories": sorted(c.value for c in x.categories)})

@@ -96,6 +96,8 @@ class Inspection:
     blocked_line: str | None = None
     """A refusal with no image to name (a blocker only): its event-log line."""
     warning_line: str | None = None
+    blocked_reason: str | None = None
+    """The blocked refusal's reason alone, unformatted (for notices and answers)."""
 
 
 def refused_for(exc: codings.DecodeError) -> Refused:
@@ -130,14 +132,15 @@ def inspect_upload(upload: Upload, options: CarrierOptions, settings: Settings,
     raw_body = None
     if decision.outcome is Outcome.FORWARD_CLEANED and rw.body is not body and rw.body != body:
         raw_body = codings.encode(rw.body, decoded) if decoded.codings else rw.body
-    blocked = None
+    blocked = reason = None
     if decision.outcome is Outcome.RESPOND and not rw.images:
-        blocked = f"exifguard: BLOCKED upload to {escape(upload.host)}: {escape('; '.join(rw.blockers))}"
+        reason = "; ".join(rw.blockers)
+        blocked = f"exifguard: BLOCKED upload to {escape(upload.host)}: {escape(reason)}"
     warning = None
     if decision.warning:
         warning = (f"exifguard: WARNING {escape(upload.host)}{escape(strip_query(upload.path), 80)}: "
                    f"{escape(decision.warning)}")
-    return Inspection(rw, decision, reports, raw_body, blocked, warning)
+    return Inspection(rw, decision, reports, raw_body, blocked, warning, blocked_reason=reason)
 
 
 def _reports(rw: RequestRewrite, decision: policy.Decision, upload: Upload, log_values: bool) -> list[ImageReport]:

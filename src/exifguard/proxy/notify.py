@@ -22,6 +22,7 @@ from typing import Any
 from mitmproxy import ctx, exceptions, http
 
 from ..desktop.notify import Notice, RateLimiter, Sender, Unavailable, command_for
+from .addon import META, _Watch  # addon imports this module only inside make_addons: no cycle
 from .logline import describe_removed, escape
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,6 @@ class Notifier:
     def _check(self, flow: http.HTTPFlow) -> None:
         if self.level == "off" or flow.metadata.get(_DONE):
             return
-        from .addon import META, _Watch
         watch = flow.metadata.get(META)
         if not isinstance(watch, _Watch):
             return
@@ -127,7 +127,7 @@ class Notifier:
             notice = Notice(f"exifguard blocked an upload to {service}",
                             f"{reason}. Nothing was sent to {watch.host}.{more}")
         else:
-            removed = [r for rec in watch.images if rec.result is not None for r in rec.result.removed]
+            removed = [r for img in watch.images for r in img.removed]
             what = describe_removed(removed) or "no private metadata found"
             n = len(watch.images)
             notice = Notice(f"exifguard cleaned {n} image{'s' if n != 1 else ''} for {service}",
