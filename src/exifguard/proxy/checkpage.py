@@ -295,26 +295,19 @@ class CheckPage:
 
 
 def first_jpeg_part(content_type: str, body: bytes) -> bytes | None:
-    """The first multipart part whose bytes start like a JPEG, exactly as sent.
-
-    Written here rather than taken from mitmproxy's `multipart_form`, which rejoins a part's
-    lines without their line breaks (a JPEG holds CR/LF bytes: it came out shorter).
-    """
-    from mitmproxy.net.http.headers import parse_content_type
-    parsed = parse_content_type(content_type) if content_type else None
-    boundary = parsed[2].get("boundary") if parsed else None
+    """The first multipart part whose bytes start like a JPEG, exactly as sent (the carrier
+    layer's own multipart parser: mitmproxy's `multipart_form` rejoins a part's lines
+    without their line breaks, and a JPEG holds CR/LF bytes)."""
+    from ..carriers import multipart
+    boundary = multipart.boundary_from_content_type(content_type)
     if not boundary:
         return None
-    delim = b"--" + boundary.encode("latin-1")
-    for part in body.split(delim)[1:]:
-        if part.startswith(b"--"):
-            break
-        head_end = part.find(b"\r\n\r\n")
-        if head_end < 0:
-            continue
-        value = part[head_end + 4:]
-        if value.endswith(b"\r\n"):
-            value = value[:-2]
+    try:
+        parts = multipart.parse(body, boundary).parts
+    except multipart.MultipartError:
+        return None
+    for p in parts:
+        value = body[p.body_start:p.body_end]
         if value.startswith(b"\xff\xd8\xff"):
             return value
     return None
